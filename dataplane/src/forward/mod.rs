@@ -1,0 +1,1 @@
+//! The forwarding core: the ordered steps of DESIGN.md "The data path".

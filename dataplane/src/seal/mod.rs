@@ -1,0 +1,1 @@
+//! Per-frame sealing: ChaCha20-Poly1305, key epochs, replay windows.

@@ -1,0 +1,1 @@
+//! The I/O shell: namespaces, TAP devices, the overlay UDP socket, the forwarding thread.

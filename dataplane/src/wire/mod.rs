@@ -1,0 +1,1 @@
+//! Wire views of our own formats and in-place header rewrites.

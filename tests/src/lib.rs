@@ -1,0 +1,1 @@
+//! The netns testbed: nodes and containers as network namespaces (see testbed.rs).
