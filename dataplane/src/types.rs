@@ -15,7 +15,11 @@ impl Vni {
 
     /// `None` when `raw` does not fit in 24 bits.
     pub const fn new(raw: u32) -> Option<Vni> {
-        if raw <= Self::MAX { Some(Vni(raw)) } else { None }
+        if raw <= Self::MAX {
+            Some(Vni(raw))
+        } else {
+            None
+        }
     }
 
     pub const fn get(self) -> u32 {
@@ -54,7 +58,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 

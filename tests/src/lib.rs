@@ -1,1 +1,14 @@
-//! The netns testbed: nodes and containers as network namespaces (see testbed.rs).
+//! Cross-crate integration tests and their helpers.
+//!
+//! - [`testbed`]: nodes and containers as network namespaces on one host (needs root), removed
+//!   on drop, also when the test panics.
+//! - [`frames`]: hand-built Ethernet/ARP frames for tests that talk to a TAP directly.
+//! - [`cluster`]: an overlay cluster on the testbed: a dataplane per node, TAPs per container.
+//! - [`traffic`]: real kernel TCP traffic inside namespaces (echo server, bulk echo).
+
+pub mod cluster;
+pub mod frames;
+pub mod testbed;
+pub mod traffic;
+
+pub use testbed::{Container, Node, Testbed, wait_until};

@@ -1,1 +1,16 @@
 //! The I/O shell: namespaces, TAP devices, the overlay UDP socket, the forwarding thread.
+//!
+//! - [`netns`]: name a network namespace, run a closure or rtnetlink requests inside it (always
+//!   on a dedicated OS thread, never on a tokio worker).
+//! - [`tap`]: create and configure a container's TAP device inside its namespace.
+//! - [`udp`]: the overlay UDP socket and preallocated `recvmmsg`/`sendmmsg` batches.
+//! - [`runtime`]: the forwarding thread of a node: core, TAPs and socket, updates applied live.
+//! - [`link`]: underlay facts (the MTU of the interface holding an address).
+//! - [`netlink`]: small rtnetlink helpers the others share.
+
+pub mod link;
+pub mod netlink;
+pub mod netns;
+pub mod runtime;
+pub mod tap;
+pub mod udp;

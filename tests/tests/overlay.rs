@@ -1,0 +1,196 @@
+//! Acceptance of the overlay dataplane (root, network namespaces): three nodes, a plain and
+//! a sealed network, containers spread over the nodes and two on one node.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use dataplane::forward::{DropReason, Update};
+use dataplane::shell::runtime::Stats;
+use dataplane::types::Epoch;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec, test_key};
+use tests::traffic::{EchoServer, connect_error, echo_bulk};
+
+const PUBLIC: usize = 0;
+const SECRET: usize = 1;
+const MIB: usize = 1024 * 1024;
+
+/// a1 (n1) and a2 (n1) share a node; b (n2) and c (n3) are elsewhere. s2 (n2) and s3 (n3)
+/// are on the sealed network only; both (n1) is on both networks.
+fn spec() -> ClusterSpec {
+    let c = |name, node, attachments| ContainerSpec {
+        name,
+        node,
+        attachments,
+    };
+    ClusterSpec {
+        nodes: 3,
+        underlay_mtu: 1500,
+        networks: vec![
+            NetworkSpec::new("public", 4096, "10.10.0.0/24", false),
+            NetworkSpec::new("secret", 4097, "10.20.0.0/24", true),
+        ],
+        containers: vec![
+            c("a1", 0, vec![(PUBLIC, 2)]),
+            c("a2", 0, vec![(PUBLIC, 3)]),
+            c("b", 1, vec![(PUBLIC, 4)]),
+            c("c", 2, vec![(PUBLIC, 5)]),
+            c("s2", 1, vec![(SECRET, 2)]),
+            c("s3", 2, vec![(SECRET, 3)]),
+            c("both", 0, vec![(PUBLIC, 9), (SECRET, 9)]),
+        ],
+    }
+}
+
+fn ping(cluster: &Cluster, from: &str, to: Ipv4Addr) -> bool {
+    let ns = &cluster.container(from).netns_name;
+    let out = cluster.testbed.exec(
+        ns,
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", &to.to_string()],
+    );
+    out.status.success()
+}
+
+fn total(stats: &[Stats], f: impl Fn(&Stats) -> u64) -> u64 {
+    stats.iter().map(f).sum()
+}
+
+#[test]
+fn pings_and_tcp_echo_work_within_each_network_across_and_on_one_node() {
+    let cluster = Cluster::start("overlay-within", spec()).expect("cluster");
+    let pairs = [
+        ("a1", "a2", "public"), // same node
+        ("a1", "b", "public"),  // n1 -> n2
+        ("b", "c", "public"),   // n2 -> n3
+        ("s2", "s3", "secret"), // sealed, n2 -> n3
+        ("both", "s2", "secret"),
+        ("both", "c", "public"),
+    ];
+    for (from, to, net) in pairs {
+        let dst = cluster.ip(to, net);
+        assert!(
+            ping(&cluster, from, dst),
+            "{from} cannot ping {to} ({dst}) on {net}"
+        );
+    }
+    for (from, to, net) in pairs {
+        let dst = SocketAddr::from((cluster.ip(to, net), 7000));
+        let _server = EchoServer::start(&cluster.container(to).ns, dst).expect("echo server");
+        echo_bulk(
+            &cluster.container(from).ns,
+            dst,
+            10 * MIB,
+            Duration::from_secs(60),
+            || {},
+        )
+        .unwrap_or_else(|e| panic!("10 MiB echo {from} -> {to} on {net}: {e}"));
+    }
+    let stats = cluster.stats().expect("stats");
+    assert!(total(&stats, |s| s.core.encapsulated) > 0);
+    assert!(total(&stats, |s| s.core.local_delivered) > 0);
+}
+
+#[test]
+fn nothing_passes_between_networks_and_connects_fail_fast() {
+    let cluster = Cluster::start("overlay-isolation", spec()).expect("cluster");
+    let before = total(&cluster.stats().unwrap(), |s| {
+        s.core.drops(DropReason::Isolation)
+    });
+    // Listeners exist on the other side, so a success would really be a leak.
+    let secret = SocketAddr::from((cluster.ip("s3", "secret"), 7000));
+    let _s = EchoServer::start(&cluster.container("s3").ns, secret).unwrap();
+    let public = SocketAddr::from((cluster.ip("c", "public"), 7000));
+    let _p = EchoServer::start(&cluster.container("c").ns, public).unwrap();
+
+    for (from, dst) in [("b", secret), ("a1", secret), ("s2", public)] {
+        match connect_error(&cluster.container(from).ns, dst, Duration::from_secs(5)) {
+            Ok(()) => panic!("{from} connected to {dst} across networks"),
+            Err((e, took)) => {
+                assert!(
+                    took < Duration::from_secs(2),
+                    "{from} -> {dst} took {took:?} to fail: {e}"
+                );
+            }
+        }
+        let SocketAddr::V4(v4) = dst else {
+            unreachable!("IPv4 overlays")
+        };
+        assert!(
+            !ping(&cluster, from, *v4.ip()),
+            "{from} pinged {dst} across networks"
+        );
+    }
+    let after = total(&cluster.stats().unwrap(), |s| {
+        s.core.drops(DropReason::Isolation)
+    });
+    assert!(
+        after >= before + 3,
+        "isolation counter went from {before} to {after}"
+    );
+    // The container on both networks reaches both.
+    assert!(ping(&cluster, "both", cluster.ip("s3", "secret")));
+    assert!(ping(&cluster, "both", cluster.ip("c", "public")));
+}
+
+#[test]
+fn rotating_keys_during_a_transfer_loses_no_byte() {
+    let cluster = Cluster::start("overlay-rotate", spec()).expect("cluster");
+    let secret = cluster.network("secret").vni;
+    let dst = SocketAddr::from((cluster.ip("s3", "secret"), 7000));
+    let _server = EchoServer::start(&cluster.container("s3").ns, dst).unwrap();
+    #[allow(clippy::disallowed_methods)] // tests measure wall time
+    let started = std::time::Instant::now();
+    let rotate = || {
+        std::thread::sleep(Duration::from_millis(50));
+        let key = test_key(secret, Epoch(2));
+        // Hitless order: RX everywhere, then TX everywhere, then retire the old key.
+        let steps = [
+            Update::InstallKey {
+                vni: secret,
+                epoch: Epoch(2),
+                key,
+            },
+            Update::SetTxKey {
+                vni: secret,
+                epoch: Epoch(2),
+            },
+            Update::RetireKey {
+                vni: secret,
+                epoch: Epoch(1),
+            },
+        ];
+        for step in &steps {
+            cluster.apply_everywhere(step).expect("rotation step");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    };
+    let rotated_at = echo_bulk(
+        &cluster.container("s2").ns,
+        dst,
+        64 * MIB,
+        Duration::from_secs(90),
+        rotate,
+    )
+    .expect("transfer across the rotation");
+    let finished_at = started.elapsed();
+    assert!(
+        rotated_at < finished_at,
+        "the rotation ({rotated_at:?}) must end while bytes flow ({finished_at:?})"
+    );
+    // Epoch 1 is gone everywhere: traffic that still flows is sealed under epoch 2.
+    assert!(ping(&cluster, "s2", cluster.ip("s3", "secret")));
+    let stats = cluster.stats().unwrap();
+    for reason in [
+        DropReason::UnknownEpoch,
+        DropReason::BadTag,
+        DropReason::NoTxKey,
+        DropReason::Replayed,
+    ] {
+        assert_eq!(
+            total(&stats, |s| s.core.drops(reason)),
+            0,
+            "{reason:?} drops during rotation"
+        );
+    }
+}
