@@ -63,7 +63,11 @@ fn ipv4ish() -> impl Strategy<Value = Vec<u8>> {
             if let Some(b) = p.get_mut(2..4) {
                 b.copy_from_slice(&total.to_be_bytes());
             }
-            let frag: u16 = if fragment && shape < 2 { 0x2000 | 0x55 } else { 0x4000 };
+            let frag: u16 = if fragment && shape < 2 {
+                0x2000 | 0x55
+            } else {
+                0x4000
+            };
             if let Some(b) = p.get_mut(6..8) {
                 b.copy_from_slice(&frag.to_be_bytes());
             }

@@ -7,7 +7,6 @@ use dataplane::forward::{NetworkKeyBytes, Update};
 use dataplane::shell::runtime::{Dataplane, DataplaneConfig, Stats};
 use dataplane::shell::tap::TapConfig;
 use dataplane::types::{EndpointId, Epoch, Mac, OverlayIp, SenderId, UnderlayAddr, Vni};
-use dataplane::wire::vxlan::{PLAIN_OVERHEAD, SEALED_OVERHEAD};
 use ipnet::Ipv4Net;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -44,16 +43,6 @@ impl NetworkSpec {
     /// The `n`th address of the subnet.
     pub fn host(&self, n: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.subnet.network()) + n)
-    }
-
-    /// Overlay MTU on an underlay of `underlay_mtu`.
-    pub fn mtu(&self, underlay_mtu: u32) -> u32 {
-        let overhead = if self.encrypted {
-            SEALED_OVERHEAD
-        } else {
-            PLAIN_OVERHEAD
-        };
-        underlay_mtu - overhead as u32
     }
 }
 
@@ -161,7 +150,7 @@ impl Cluster {
                         vni: net.vni,
                         subnet: net.subnet,
                         gateway: Some(net.gateway()),
-                        mtu: net.mtu(self.spec.underlay_mtu) as u16,
+                        mtu: self.nodes[node].dataplane.overlay_mtu(net.encrypted) as u16,
                         encrypted: net.encrypted,
                     },
                 )?;
@@ -199,7 +188,7 @@ impl Cluster {
                     ip,
                     prefix_len: net.subnet.prefix_len(),
                     mac,
-                    mtu: net.mtu(self.spec.underlay_mtu),
+                    mtu: self.nodes[c.node].dataplane.overlay_mtu(net.encrypted),
                     // The first network's gateway is the default route, as in Docker.
                     gateway: (k == 0).then(|| net.gateway()),
                 };

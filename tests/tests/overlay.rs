@@ -194,3 +194,53 @@ fn rotating_keys_during_a_transfer_loses_no_byte() {
         );
     }
 }
+
+/// IP fragments the node's kernel has created so far (per namespace, from /proc/net/snmp).
+fn fragments_created(cluster: &Cluster, node: usize) -> u64 {
+    let ns = &cluster.nodes[node].node.netns_name;
+    let snmp = cluster.testbed.exec_ok(ns, &["cat", "/proc/net/snmp"]);
+    let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip_lines.next().unwrap(), ip_lines.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "FragCreates")
+        .unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_overlay_mtu_is_derived_from_the_underlay_and_full_frames_are_not_fragmented() {
+    let mut small = spec();
+    small.underlay_mtu = 1400;
+    let cluster = Cluster::start("overlay-mtu", small).expect("cluster");
+    for (name, net, want) in [("a1", "public", 1350), ("s2", "secret", 1318)] {
+        let ns = &cluster.container(name).netns_name;
+        let link = cluster
+            .testbed
+            .exec_ok(ns, &["cat", "/sys/class/net/eth0/mtu"]);
+        assert_eq!(link.trim(), want.to_string(), "{name} on {net}");
+    }
+    let before = fragments_created(&cluster, 0) + fragments_created(&cluster, 1);
+    // The largest unfragmented ping (MTU - 28), across nodes, on both networks.
+    for (from, to, net, size) in [
+        ("a1", "b", "public", "1322"),
+        ("both", "s2", "secret", "1290"),
+    ] {
+        let ns = &cluster.container(from).netns_name;
+        let dst = cluster.ip(to, net).to_string();
+        let ping = [
+            "ping", "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", size, &dst,
+        ];
+        let out = cluster.testbed.exec(ns, &ping);
+        assert!(
+            out.status.success(),
+            "{from} -> {to}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let after = fragments_created(&cluster, 0) + fragments_created(&cluster, 1);
+    assert_eq!(
+        before, after,
+        "full-size overlay frames were fragmented on the underlay"
+    );
+}

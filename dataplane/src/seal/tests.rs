@@ -48,7 +48,9 @@ fn ring_seal(key: &[u8; 32], nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8
 fn rustcrypto_seal(key: &[u8; 32], nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
     use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit};
     let cipher = ChaCha20Poly1305::new(key.into());
-    let tag = cipher.encrypt_inout_detached(&nonce.into(), aad, buf.into()).unwrap();
+    let tag = cipher
+        .encrypt_inout_detached(&nonce.into(), aad, buf.into())
+        .unwrap();
     tag.into()
 }
 

@@ -7,10 +7,12 @@
 //! are applied between batches, so forwarding never stops for them.
 
 use crate::forward::{Counters, Forwarder, HEADROOM, TAILROOM, Update, UpdateError, Verdict};
+use crate::shell::link::mtu_of_address;
 use crate::shell::netns::NetnsRef;
 use crate::shell::tap::{Tap, TapConfig};
 use crate::shell::udp::{OverlaySocket, RecvBatch, SendBatch};
 use crate::types::{EndpointId, SenderId, Timestamp};
+use crate::wire::vxlan::{PLAIN_OVERHEAD, SEALED_OVERHEAD};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::BTreeMap;
@@ -89,6 +91,7 @@ pub struct Dataplane {
     wake: std::sync::Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
+    underlay_mtu: u32,
 }
 
 impl std::fmt::Debug for Command {
@@ -116,6 +119,7 @@ impl Dataplane {
         let socket =
             OverlaySocket::bind(config.netns.as_ref(), config.listen, config.socket_buffer)?;
         let local_addr = socket.local_addr();
+        let underlay_mtu = underlay_mtu(config.netns.as_ref(), local_addr);
         let wake = std::sync::Arc::new(EventFd::from_flags(
             EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
         )?);
@@ -130,7 +134,23 @@ impl Dataplane {
             wake,
             thread: Some(thread),
             local_addr,
+            underlay_mtu,
         })
+    }
+
+    /// The MTU of the underlay interface the overlay socket sends through.
+    pub fn underlay_mtu(&self) -> u32 {
+        self.underlay_mtu
+    }
+
+    /// The MTU of a network's TAPs on this node: the underlay MTU less the encapsulation.
+    pub fn overlay_mtu(&self, encrypted: bool) -> u32 {
+        let overhead = if encrypted {
+            SEALED_OVERHEAD
+        } else {
+            PLAIN_OVERHEAD
+        };
+        self.underlay_mtu.saturating_sub(overhead as u32)
     }
 
     /// The overlay socket's address.
@@ -206,6 +226,26 @@ pub fn load_updates(path: &std::path::Path) -> io::Result<Vec<Update>> {
             format!("{}: {e}", path.display()),
         )
     })
+}
+
+/// The MTU of the interface holding the socket's address. A socket bound to the wildcard
+/// address has no single interface: then the common Ethernet MTU is assumed, and said.
+fn underlay_mtu(netns: Option<&NetnsRef>, local: SocketAddr) -> u32 {
+    const ASSUMED: u32 = 1500;
+    let std::net::IpAddr::V4(ip) = local.ip() else {
+        return ASSUMED;
+    };
+    if ip.is_unspecified() {
+        tracing::warn!("overlay socket bound to {local}: assuming an underlay MTU of {ASSUMED}");
+        return ASSUMED;
+    }
+    match mtu_of_address(netns, ip) {
+        Ok(mtu) => mtu,
+        Err(e) => {
+            tracing::warn!("no underlay MTU for {ip} ({e}): assuming {ASSUMED}");
+            ASSUMED
+        }
+    }
 }
 
 /// A transmit counter start that grows across restarts: nanoseconds of wall-clock time.

@@ -300,13 +300,19 @@ struct Datagram {
 
 /// Preallocated `recvmmsg` state: `n` slots of `slot_size` bytes.
 ///
-/// ```ignore
+/// ```
+/// # use dataplane::shell::udp::{OverlaySocket, RecvBatch};
+/// # fn main() -> std::io::Result<()> {
+/// let sock = OverlaySocket::bind(None, "127.0.0.1:0".parse().unwrap(), 0)?;
+/// sock.send_to(b"hello", sock.local_addr())?;
+/// assert!(sock.wait_readable(1000)?);
 /// let mut rx = RecvBatch::new(64, 2048);
-/// match rx.recv(&sock) {
-///     Ok(k) => for i in 0..k { let (src, bytes) = rx.get_mut(i); /* ... */ },
-///     Err(e) if e.kind() == io::ErrorKind::WouldBlock => { /* wait for readability */ }
-///     Err(e) => return Err(e),
+/// let k = rx.recv(&sock)?; // WouldBlock when nothing is queued
+/// for i in 0..k {
+///     let (src, bytes) = rx.get_mut(i);
+///     assert_eq!((src, &*bytes), (sock.local_addr(), &b"hello"[..]));
 /// }
+/// # Ok(()) }
 /// ```
 pub struct RecvBatch {
     slot_size: usize,

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec};
 
 fn spec() -> ClusterSpec {
-    let c = |name, node, attachments| ContainerSpec { name, node, attachments };
+    let c = |name, node, attachments| ContainerSpec {
+        name,
+        node,
+        attachments,
+    };
     ClusterSpec {
         nodes: 3,
         underlay_mtu: 1500,
@@ -44,7 +48,10 @@ fn main() -> ExitCode {
 
 fn run() -> std::io::Result<()> {
     let spec = spec();
-    println!("Building a {}-node overlay in network namespaces...", spec.nodes);
+    println!(
+        "Building a {}-node overlay in network namespaces...",
+        spec.nodes
+    );
     let cluster = Cluster::start("demo", spec)?;
     println!("\nNodes (underlay 192.168.77.0/24, one dataplane thread each, UDP 4789):");
     for n in &cluster.nodes {
@@ -52,9 +59,16 @@ fn run() -> std::io::Result<()> {
     }
     println!("\nNetworks:");
     for n in &cluster.spec.networks {
-        let kind = if n.encrypted { "encrypted (ChaCha20-Poly1305)" } else { "plain VXLAN" };
-        let mtu = n.mtu(cluster.spec.underlay_mtu);
-        println!("  {:<7} VNI {}  {}  MTU {mtu}  {kind}", n.name, n.vni, n.subnet);
+        let kind = if n.encrypted {
+            "encrypted (ChaCha20-Poly1305)"
+        } else {
+            "plain VXLAN"
+        };
+        let mtu = cluster.nodes[0].dataplane.overlay_mtu(n.encrypted);
+        println!(
+            "  {:<7} VNI {}  {}  MTU {mtu}  {kind}",
+            n.name, n.vni, n.subnet
+        );
     }
     println!("\nContainers:");
     for c in &cluster.spec.containers {
@@ -79,7 +93,11 @@ fn run() -> std::io::Result<()> {
     for from in &names {
         print!("  {from:<8}");
         for to in &names {
-            let cell = if from == to { "-".to_string() } else { reach(&cluster, from, to) };
+            let cell = if from == to {
+                "-".to_string()
+            } else {
+                reach(&cluster, from, to)
+            };
             print!("{cell:<14}");
         }
         println!();
@@ -101,7 +119,11 @@ fn run() -> std::io::Result<()> {
             c.decapsulated,
             c.local_delivered,
             c.arp_replies,
-            if drops.is_empty() { "none".to_string() } else { drops.join(" ") }
+            if drops.is_empty() {
+                "none".to_string()
+            } else {
+                drops.join(" ")
+            }
         );
     }
     println!("\nRemoving the namespaces.");
@@ -110,14 +132,21 @@ fn run() -> std::io::Result<()> {
 
 /// "ok"/"no" per network of the destination, e.g. "public:ok".
 fn reach(cluster: &Cluster, from: &str, to: &str) -> String {
-    let spec = cluster.spec.containers.iter().find(|c| c.name == to).expect("in spec");
+    let spec = cluster
+        .spec
+        .containers
+        .iter()
+        .find(|c| c.name == to)
+        .expect("in spec");
     let ns = &cluster.container(from).netns_name;
     spec.attachments
         .iter()
         .map(|(ni, _)| {
             let net = cluster.spec.networks[*ni].name;
             let ip = cluster.ip(to, net).to_string();
-            let out = cluster.testbed.exec(ns, &["ping", "-c", "1", "-W", "1", &ip]);
+            let out = cluster
+                .testbed
+                .exec(ns, &["ping", "-c", "1", "-W", "1", &ip]);
             let mark = if out.status.success() { "ok" } else { "no" };
             format!("{}:{mark}", &net[..3])
         })
