@@ -60,6 +60,8 @@ pub struct ContainerSpec {
 pub struct ClusterSpec {
     pub nodes: usize,
     pub underlay_mtu: u32,
+    /// TAPs with TSO/checksum offload (the dataplane's default) or plain frame by frame.
+    pub offload: bool,
     pub networks: Vec<NetworkSpec>,
     pub containers: Vec<ContainerSpec>,
 }
@@ -115,6 +117,7 @@ impl Cluster {
                 SocketAddr::from((node.underlay_ip, OVERLAY_PORT)),
             );
             config.netns = Some(node.ns.clone());
+            config.offload = spec.offload;
             let dataplane = Dataplane::start(config)?;
             nodes.push(ClusterNode { node, dataplane });
         }

@@ -15,6 +15,7 @@ fn a_kernel_vxlan_device_and_a_shoal_endpoint_talk_both_ways() {
     let spec = ClusterSpec {
         nodes: 1,
         underlay_mtu: 1500,
+        offload: true,
         networks: vec![NetworkSpec::new("public", 4096, "10.10.0.0/24", false)],
         containers: vec![ContainerSpec {
             name: "a",

@@ -26,6 +26,7 @@ fn spec() -> ClusterSpec {
     ClusterSpec {
         nodes: 3,
         underlay_mtu: 1500,
+        offload: true,
         networks: vec![
             NetworkSpec::new("public", 4096, "10.10.0.0/24", false),
             NetworkSpec::new("secret", 4097, "10.20.0.0/24", true),
@@ -55,9 +56,9 @@ fn total(stats: &[Stats], f: impl Fn(&Stats) -> u64) -> u64 {
     stats.iter().map(f).sum()
 }
 
-#[test]
-fn pings_and_tcp_echo_work_within_each_network_across_and_on_one_node() {
-    let cluster = Cluster::start("overlay-within", spec()).expect("cluster");
+/// Pings and a checked 10 MiB TCP echo between every pair kind; returns the counters.
+fn pings_and_echoes(test: &str, spec: ClusterSpec) -> Vec<Stats> {
+    let cluster = Cluster::start(test, spec).expect("cluster");
     let pairs = [
         ("a1", "a2", "public"), // same node
         ("a1", "b", "public"),  // n1 -> n2
@@ -88,6 +89,41 @@ fn pings_and_tcp_echo_work_within_each_network_across_and_on_one_node() {
     let stats = cluster.stats().expect("stats");
     assert!(total(&stats, |s| s.core.encapsulated) > 0);
     assert!(total(&stats, |s| s.core.local_delivered) > 0);
+    assert_eq!(
+        total(&stats, |s| s.shell.offload_errors
+            + s.shell.tap_write_errors),
+        0
+    );
+    stats
+}
+
+#[test]
+fn pings_and_tcp_echo_work_within_each_network_across_and_on_one_node() {
+    let stats = pings_and_echoes("overlay-within", spec());
+    // With offload, the containers' kernels hand over TSO frames and take merged ones.
+    assert!(
+        total(&stats, |s| s.shell.tso_frames) > 0,
+        "no TSO frame was segmented"
+    );
+    assert!(
+        total(&stats, |s| s.shell.coalesced_frames) > 0,
+        "no segments were merged"
+    );
+}
+
+#[test]
+fn the_same_traffic_works_frame_by_frame_without_offload() {
+    let stats = pings_and_echoes(
+        "overlay-nooffload",
+        ClusterSpec {
+            offload: false,
+            ..spec()
+        },
+    );
+    assert_eq!(
+        total(&stats, |s| s.shell.tso_frames + s.shell.coalesced_frames),
+        0
+    );
 }
 
 #[test]

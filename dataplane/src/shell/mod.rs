@@ -8,9 +8,11 @@
 //! - [`link`]: underlay facts (the MTU of the interface holding an address).
 //! - [`netlink`]: small rtnetlink helpers the others share.
 
+mod egress;
 pub mod link;
 pub mod netlink;
 pub mod netns;
 pub mod runtime;
 pub mod tap;
 pub mod udp;
+mod worker;

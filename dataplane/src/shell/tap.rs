@@ -4,7 +4,10 @@
 //! born there, then configures it with rtnetlink from that same thread. The agent keeps the fd;
 //! closing it removes the (non-persistent) device.
 //!
-//! First cut: `IFF_TAP | IFF_NO_PI`, no virtio-net header, one queue. The fd is non-blocking.
+//! `IFF_TAP | IFF_NO_PI`, one queue, non-blocking. With offload ([`Tap::create_offloaded`])
+//! the device also carries a virtio-net header (`IFF_VNET_HDR`) and takes TSO and checksum
+//! offload, so the container's kernel hands over 64 KiB TCP segments with partial checksums
+//! and accepts merged ones: see `wire::offload`.
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
@@ -18,6 +21,7 @@ use rtnetlink::LinkUnspec;
 use super::netlink::{add_default_route, nl_err, set_up_by_name};
 use super::netns::{NetnsRef, in_netns, netlink_here};
 use crate::types::Mac;
+use crate::wire::offload::VNET_HDR_LEN;
 
 /// What the agent sets on a container's interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,18 +37,30 @@ pub struct TapConfig {
     pub gateway: Option<Ipv4Addr>,
 }
 
-/// An open TAP device (Ethernet frames, no packet-info header, no virtio-net header).
+/// An open TAP device (Ethernet frames, no packet-info header; a virtio-net header in
+/// front of each frame when opened with offload).
 #[derive(Debug)]
 pub struct Tap {
     file: File,
     name: String,
     ifindex: u32,
+    vnet_hdr: bool,
 }
 
 impl Tap {
     /// Creates the TAP `cfg.name` inside `ns` and configures it: MAC, MTU, IPv6 off, address,
     /// up, `lo` up, default route if `cfg.gateway` is set. On any error the device is gone.
     pub fn create(ns: &NetnsRef, cfg: &TapConfig) -> io::Result<Tap> {
+        Self::create_with(ns, cfg, false)
+    }
+
+    /// As [`Tap::create`], with a virtio-net header on every frame read and written, and TSO
+    /// and checksum offload offered to the container's kernel.
+    pub fn create_offloaded(ns: &NetnsRef, cfg: &TapConfig) -> io::Result<Tap> {
+        Self::create_with(ns, cfg, true)
+    }
+
+    fn create_with(ns: &NetnsRef, cfg: &TapConfig, vnet_hdr: bool) -> io::Result<Tap> {
         validate_ifname(&cfg.name)?;
         if cfg.prefix_len > 32 {
             return Err(io::Error::new(
@@ -54,7 +70,7 @@ impl Tap {
         }
         let cfg = cfg.clone();
         in_netns(ns, move || {
-            let (file, name) = open_tap(&cfg.name)?;
+            let (file, name) = open_tap(&cfg.name, vnet_hdr)?;
             // Before the link goes up, so the kernel sends no router solicitations or MLD
             // reports into the TAP. ENOENT: IPv6 is off on this host altogether.
             match std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), b"1") {
@@ -103,6 +119,7 @@ impl Tap {
                 file,
                 name,
                 ifindex,
+                vnet_hdr,
             })
         })
     }
@@ -124,8 +141,24 @@ impl Tap {
     }
 
     /// Writes one whole Ethernet frame (the kernel takes it or fails; no partial writes).
+    /// On an offloading TAP the frame must start with its virtio-net header.
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
         (&self.file).write(frame)
+    }
+
+    /// Whether frames carry a virtio-net header (the TAP was opened with offload).
+    pub fn has_vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    /// Writes `frame` with the virtio-net header `hdr` in front of it (one `writev`, no copy);
+    /// on a TAP without the header, just the frame.
+    pub fn write_with_hdr(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
+        if !self.vnet_hdr {
+            return self.write(frame);
+        }
+        let parts = [io::IoSlice::new(hdr), io::IoSlice::new(frame)];
+        (&self.file).write_vectored(&parts)
     }
 }
 
@@ -169,7 +202,7 @@ fn validate_ifname(name: &str) -> io::Result<()> {
 
 /// Opens `/dev/net/tun` non-blocking and attaches it to a new TAP `name` in the calling
 /// thread's namespace. Returns the fd and the name the kernel confirmed.
-fn open_tap(name: &str) -> io::Result<(File, String)> {
+fn open_tap(name: &str, vnet_hdr: bool) -> io::Result<(File, String)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -184,7 +217,8 @@ fn open_tap(name: &str) -> io::Result<(File, String)> {
     for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    let hdr_flag = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
+    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI | hdr_flag) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes a `struct ifreq` (40 bytes); `req` is a live,
     // properly laid out, exclusively borrowed value of that size for the whole call.
     let rc = unsafe {
@@ -197,6 +231,25 @@ fn open_tap(name: &str) -> io::Result<(File, String)> {
     if rc < 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
+    }
+    if vnet_hdr {
+        // The container's kernel may then hand over TSO frames and leave checksums partial.
+        let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; the fd is a live TAP.
+        let rc = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                offloads as libc::c_ulong,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TUNSETOFFLOAD {name}: {e}"),
+            ));
+        }
     }
     // SAFETY: the kernel wrote a NUL-terminated name of at most IFNAMSIZ - 1 bytes; we zeroed
     // the array and the kernel never fills all 16 bytes, so a NUL is within bounds.

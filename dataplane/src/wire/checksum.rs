@@ -349,3 +349,35 @@ fn write_u16(b: &mut [u8], at: usize, value: u16) {
         field.copy_from_slice(&value.to_be_bytes());
     }
 }
+
+/// The one's-complement sum of `data` as big-endian 16-bit words (a trailing odd byte is
+/// padded with zero), added to `initial`. Not folded: chain calls, then [`finish`].
+/// Reads 4 bytes at a time into a 64-bit accumulator, which cannot overflow for any slice.
+pub fn sum(initial: u64, data: &[u8]) -> u64 {
+    let mut acc = initial;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    for w in words.remainder().chunks(2) {
+        acc += u64::from(word(w));
+    }
+    acc
+}
+
+/// Folds a [`sum`] to 16 bits and complements it: the value to store in a checksum field.
+pub fn finish(sum: u64) -> u16 {
+    !fold(sum)
+}
+
+/// The IPv4 pseudo-header sum of TCP/UDP (RFC 793 3.1): addresses, protocol, L4 length.
+pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u16) -> u64 {
+    let s = sum(0, &src);
+    let s = sum(s, &dst);
+    s + u64::from(protocol) + u64::from(l4_len)
+}
+
+/// The folded, uncomplemented form of a sum: what a partial checksum field holds.
+pub fn fold_sum(sum: u64) -> u16 {
+    fold(sum)
+}

@@ -17,6 +17,7 @@ fn spec() -> ClusterSpec {
     ClusterSpec {
         nodes: 3,
         underlay_mtu: 1500,
+        offload: true,
         networks: vec![
             NetworkSpec::new("public", 4096, "10.10.0.0/24", false),
             NetworkSpec::new("secret", 4097, "10.20.0.0/24", true),
