@@ -66,6 +66,40 @@ pub struct ClusterSpec {
     pub containers: Vec<ContainerSpec>,
 }
 
+/// Index of `public` in [`ClusterSpec::public_and_secret`].
+pub const PUBLIC: usize = 0;
+/// Index of `secret` in [`ClusterSpec::public_and_secret`].
+pub const SECRET: usize = 1;
+
+impl ContainerSpec {
+    /// A container on node `node` (0-based) with `attachments` (network index, host number).
+    pub fn new(name: &'static str, node: usize, attachments: &[(usize, u32)]) -> ContainerSpec {
+        ContainerSpec {
+            name,
+            node,
+            attachments: attachments.to_vec(),
+        }
+    }
+}
+
+impl ClusterSpec {
+    /// The shape most tests use: three nodes on a 1500-byte underlay with offload, a plain
+    /// network `public` (VNI 4096, 10.10.0.0/24) and an encrypted one `secret` (VNI 4097,
+    /// 10.20.0.0/24), and the given containers.
+    pub fn public_and_secret(containers: Vec<ContainerSpec>) -> ClusterSpec {
+        ClusterSpec {
+            nodes: 3,
+            underlay_mtu: 1500,
+            offload: true,
+            networks: vec![
+                NetworkSpec::new("public", 4096, "10.10.0.0/24", false),
+                NetworkSpec::new("secret", 4097, "10.20.0.0/24", true),
+            ],
+            containers,
+        }
+    }
+}
+
 /// One node: its namespace and its running dataplane.
 #[derive(Debug)]
 pub struct ClusterNode {
@@ -248,6 +282,14 @@ impl Cluster {
             .unwrap_or_else(|| panic!("{name} is not attached to {network}"))
             .1;
         net.host(host)
+    }
+
+    /// Whether container `from` gets echo replies from `to` (two pings, 2 s at most).
+    pub fn ping(&self, from: &str, to: Ipv4Addr) -> bool {
+        let ns = &self.container(from).netns_name;
+        let to = to.to_string();
+        let argv = ["ping", "-c", "2", "-i", "0.2", "-W", "2", &to];
+        self.testbed.exec(ns, &argv).status.success()
     }
 
     /// The node a container runs on.

@@ -6,50 +6,25 @@
 use dataplane::forward::{DropReason, Update};
 use dataplane::shell::runtime::Stats;
 use dataplane::types::Epoch;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
-use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec, test_key};
+use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, PUBLIC, SECRET, test_key};
 use tests::traffic::{EchoServer, connect_error, echo_bulk};
 
-const PUBLIC: usize = 0;
-const SECRET: usize = 1;
 const MIB: usize = 1024 * 1024;
 
 /// a1 (n1) and a2 (n1) share a node; b (n2) and c (n3) are elsewhere. s2 (n2) and s3 (n3)
 /// are on the sealed network only; both (n1) is on both networks.
 fn spec() -> ClusterSpec {
-    let c = |name, node, attachments| ContainerSpec {
-        name,
-        node,
-        attachments,
-    };
-    ClusterSpec {
-        nodes: 3,
-        underlay_mtu: 1500,
-        offload: true,
-        networks: vec![
-            NetworkSpec::new("public", 4096, "10.10.0.0/24", false),
-            NetworkSpec::new("secret", 4097, "10.20.0.0/24", true),
-        ],
-        containers: vec![
-            c("a1", 0, vec![(PUBLIC, 2)]),
-            c("a2", 0, vec![(PUBLIC, 3)]),
-            c("b", 1, vec![(PUBLIC, 4)]),
-            c("c", 2, vec![(PUBLIC, 5)]),
-            c("s2", 1, vec![(SECRET, 2)]),
-            c("s3", 2, vec![(SECRET, 3)]),
-            c("both", 0, vec![(PUBLIC, 9), (SECRET, 9)]),
-        ],
-    }
-}
-
-fn ping(cluster: &Cluster, from: &str, to: Ipv4Addr) -> bool {
-    let ns = &cluster.container(from).netns_name;
-    let out = cluster.testbed.exec(
-        ns,
-        &["ping", "-c", "2", "-i", "0.2", "-W", "2", &to.to_string()],
-    );
-    out.status.success()
+    ClusterSpec::public_and_secret(vec![
+        ContainerSpec::new("a1", 0, &[(PUBLIC, 2)]),
+        ContainerSpec::new("a2", 0, &[(PUBLIC, 3)]),
+        ContainerSpec::new("b", 1, &[(PUBLIC, 4)]),
+        ContainerSpec::new("c", 2, &[(PUBLIC, 5)]),
+        ContainerSpec::new("s2", 1, &[(SECRET, 2)]),
+        ContainerSpec::new("s3", 2, &[(SECRET, 3)]),
+        ContainerSpec::new("both", 0, &[(PUBLIC, 9), (SECRET, 9)]),
+    ])
 }
 
 fn total(stats: &[Stats], f: impl Fn(&Stats) -> u64) -> u64 {
@@ -70,7 +45,7 @@ fn pings_and_echoes(test: &str, spec: ClusterSpec) -> Vec<Stats> {
     for (from, to, net) in pairs {
         let dst = cluster.ip(to, net);
         assert!(
-            ping(&cluster, from, dst),
+            cluster.ping(from, dst),
             "{from} cannot ping {to} ({dst}) on {net}"
         );
     }
@@ -152,7 +127,7 @@ fn nothing_passes_between_networks_and_connects_fail_fast() {
             unreachable!("IPv4 overlays")
         };
         assert!(
-            !ping(&cluster, from, *v4.ip()),
+            !cluster.ping(from, *v4.ip()),
             "{from} pinged {dst} across networks"
         );
     }
@@ -164,8 +139,8 @@ fn nothing_passes_between_networks_and_connects_fail_fast() {
         "isolation counter went from {before} to {after}"
     );
     // The container on both networks reaches both.
-    assert!(ping(&cluster, "both", cluster.ip("s3", "secret")));
-    assert!(ping(&cluster, "both", cluster.ip("c", "public")));
+    assert!(cluster.ping("both", cluster.ip("s3", "secret")));
+    assert!(cluster.ping("both", cluster.ip("c", "public")));
 }
 
 #[test]
@@ -215,7 +190,7 @@ fn rotating_keys_during_a_transfer_loses_no_byte() {
         "the rotation ({rotated_at:?}) must end while bytes flow ({finished_at:?})"
     );
     // Epoch 1 is gone everywhere: traffic that still flows is sealed under epoch 2.
-    assert!(ping(&cluster, "s2", cluster.ip("s3", "secret")));
+    assert!(cluster.ping("s2", cluster.ip("s3", "secret")));
     let stats = cluster.stats().unwrap();
     for reason in [
         DropReason::UnknownEpoch,

@@ -13,29 +13,15 @@ use dataplane::wire::vxlan::{self, SEALED_HEADER_LEN, TAG_LEN};
 use rand::{Rng, SeedableRng};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
-use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec, OVERLAY_PORT, test_key};
+use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, OVERLAY_PORT, PUBLIC, SECRET, test_key};
 
 fn spec() -> ClusterSpec {
-    let c = |name, node, attachments| ContainerSpec {
-        name,
-        node,
-        attachments,
-    };
-    ClusterSpec {
-        nodes: 3,
-        underlay_mtu: 1500,
-        offload: true,
-        networks: vec![
-            NetworkSpec::new("public", 4096, "10.10.0.0/24", false),
-            NetworkSpec::new("secret", 4097, "10.20.0.0/24", true),
-        ],
-        containers: vec![
-            c("p2", 1, vec![(0, 2)]),
-            c("p3", 2, vec![(0, 3)]),
-            c("s2", 1, vec![(1, 2)]),
-            c("s3", 2, vec![(1, 3)]),
-        ],
-    }
+    ClusterSpec::public_and_secret(vec![
+        ContainerSpec::new("p2", 1, &[(PUBLIC, 2)]),
+        ContainerSpec::new("p3", 2, &[(PUBLIC, 3)]),
+        ContainerSpec::new("s2", 1, &[(SECRET, 2)]),
+        ContainerSpec::new("s3", 2, &[(SECRET, 3)]),
+    ])
 }
 
 /// Sends `payload` `count` times as UDP from inside `ns` to `dst`.
@@ -69,7 +55,7 @@ fn a_capture_between_nodes_never_shows_the_sealed_plaintext() {
     std::thread::sleep(Duration::from_millis(800)); // tcpdump needs a moment to attach
 
     const PLAIN: &[u8] = b"PLAIN-MARKER-visible-on-the-wire";
-    const SECRET: &[u8] = b"SECRET-MARKER-must-never-be-seen";
+    const HIDDEN: &[u8] = b"SECRET-MARKER-must-never-be-seen";
     send_udp(
         &cluster.container("p3").ns,
         SocketAddr::from((cluster.ip("p2", "public"), 9)),
@@ -79,7 +65,7 @@ fn a_capture_between_nodes_never_shows_the_sealed_plaintext() {
     send_udp(
         &cluster.container("s3").ns,
         SocketAddr::from((cluster.ip("s2", "secret"), 9)),
-        SECRET,
+        HIDDEN,
         5,
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -98,7 +84,7 @@ fn a_capture_between_nodes_never_shows_the_sealed_plaintext() {
         "the capture missed the plain network's marker"
     );
     assert!(
-        !contains(&captured, SECRET),
+        !contains(&captured, HIDDEN),
         "the sealed network's plaintext is on the wire"
     );
     let stats = cluster.nodes[1].dataplane.stats().unwrap();
@@ -297,16 +283,8 @@ fn bursts_of_random_datagrams_and_spoofed_frames_crash_nothing() {
     std::thread::sleep(Duration::from_millis(300));
 
     // Forwarding continues, on both networks.
-    let ping = |from: &str, to: Ipv4Addr| {
-        let ns = &cluster.container(from).netns_name;
-        let out = cluster.testbed.exec(
-            ns,
-            &["ping", "-c", "2", "-i", "0.2", "-W", "2", &to.to_string()],
-        );
-        out.status.success()
-    };
-    assert!(ping("p2", peer));
-    assert!(ping("s3", cluster.ip("s2", "secret")));
+    assert!(cluster.ping("p2", peer));
+    assert!(cluster.ping("s3", cluster.ip("s2", "secret")));
     let n2_stats: Stats = cluster.nodes[1].dataplane.stats().unwrap();
     let c = &n2_stats.core;
     assert!(c.drops(DropReason::MalformedDatagram) > 0, "{c:?}");

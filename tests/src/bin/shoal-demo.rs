@@ -6,30 +6,16 @@
 //! Needs root. All traffic stays inside the namespaces it creates.
 
 use std::process::ExitCode;
-use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec};
+use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, PUBLIC, SECRET};
 
 fn spec() -> ClusterSpec {
-    let c = |name, node, attachments| ContainerSpec {
-        name,
-        node,
-        attachments,
-    };
-    ClusterSpec {
-        nodes: 3,
-        underlay_mtu: 1500,
-        offload: true,
-        networks: vec![
-            NetworkSpec::new("public", 4096, "10.10.0.0/24", false),
-            NetworkSpec::new("secret", 4097, "10.20.0.0/24", true),
-        ],
-        containers: vec![
-            c("web-1", 0, vec![(0, 2)]),
-            c("web-2", 1, vec![(0, 3)]),
-            c("api-1", 2, vec![(0, 4), (1, 4)]),
-            c("db-1", 1, vec![(1, 2)]),
-            c("db-2", 2, vec![(1, 3)]),
-        ],
-    }
+    ClusterSpec::public_and_secret(vec![
+        ContainerSpec::new("web-1", 0, &[(PUBLIC, 2)]),
+        ContainerSpec::new("web-2", 1, &[(PUBLIC, 3)]),
+        ContainerSpec::new("api-1", 2, &[(PUBLIC, 4), (SECRET, 4)]),
+        ContainerSpec::new("db-1", 1, &[(SECRET, 2)]),
+        ContainerSpec::new("db-2", 2, &[(SECRET, 3)]),
+    ])
 }
 
 fn main() -> ExitCode {
