@@ -5,10 +5,25 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 
-/// A VXLAN network identifier (24 bits). shoal allocates them from 4096.
+/// A VXLAN network identifier (24 bits). shoal allocates them from 4096. Deserialising
+/// checks the range, so no `Vni` ever holds more than 24 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "u32", try_from = "u32")]
 pub struct Vni(u32);
+
+impl TryFrom<u32> for Vni {
+    type Error = String;
+
+    fn try_from(raw: u32) -> Result<Vni, String> {
+        Vni::new(raw).ok_or_else(|| format!("VNI {raw} does not fit in 24 bits (max {})", Vni::MAX))
+    }
+}
+
+impl From<Vni> for u32 {
+    fn from(v: Vni) -> u32 {
+        v.0
+    }
+}
 
 impl Vni {
     pub const MAX: u32 = (1 << 24) - 1;

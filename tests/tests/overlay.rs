@@ -255,3 +255,27 @@ fn the_overlay_mtu_is_derived_from_the_underlay_and_full_frames_are_not_fragment
         "full-size overlay frames were fragmented on the underlay"
     );
 }
+
+#[test]
+fn a_container_that_raises_its_mtu_past_the_overlay_gets_its_big_frames_refused_not_a_crash() {
+    let cluster = Cluster::start("overlay-bigmtu", spec()).expect("cluster");
+    let ns = cluster.container("a1").netns_name.clone();
+    // Root inside the container may do this; the dataplane must survive it.
+    cluster
+        .testbed
+        .exec_ok(&ns, &["ip", "link", "set", "eth0", "mtu", "16000"]);
+    let dst = cluster.ip("b", "public").to_string();
+    let big = [
+        "ping", "-c", "2", "-i", "0.2", "-W", "1", "-M", "do", "-s", "12000", &dst,
+    ];
+    assert!(!cluster.testbed.exec(&ns, &big).status.success());
+    cluster
+        .testbed
+        .exec_ok(&ns, &["ip", "link", "set", "eth0", "mtu", "1450"]);
+    assert!(
+        cluster.ping("a1", cluster.ip("b", "public")),
+        "forwarding stopped"
+    );
+    let stats = cluster.nodes[0].dataplane.stats().unwrap();
+    assert!(stats.shell.oversized_frames >= 2, "{:?}", stats.shell);
+}

@@ -66,6 +66,8 @@ pub struct ShellCounters {
     pub coalesced_segments: u64,
     /// TAP frames whose virtio-net header or offload request could not be honoured.
     pub offload_errors: u64,
+    /// Frames from a TAP larger than a send slot (the container raised its MTU).
+    pub oversized_frames: u64,
     /// Frames dropped because the send batch stayed full (the socket could take no more).
     pub send_backlog_drops: u64,
 }
@@ -263,4 +265,44 @@ fn counter_start() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_json_file_of_updates_loads_and_a_bad_one_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("shoal-updates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(
+            &good,
+            r#"[
+              {"op": "add_network", "vni": 4096, "subnet": "10.10.0.0/24",
+               "gateway": "10.10.0.1", "mtu": 1450, "encrypted": false},
+              {"op": "add_remote_endpoint", "vni": 4096, "ip": "10.10.0.4",
+               "mac": [2, 66, 10, 10, 0, 4], "node": "192.168.77.2:4789"}
+            ]"#,
+        )
+        .unwrap();
+        let updates = load_updates(&good).unwrap();
+        assert_eq!(updates.len(), 2);
+        let mut core = Forwarder::new(SenderId(1), 0);
+        for u in updates {
+            core.handle_update(u).unwrap();
+        }
+        let vni = crate::types::Vni::new(4096).unwrap();
+        assert!(core.tables().network(vni).is_some());
+
+        let bad = dir.join("bad.json");
+        let too_big = r#"[{"op": "add_network", "vni": 99999999, "subnet": "10.0.0.0/24",
+            "gateway": null, "mtu": 1450, "encrypted": false}]"#;
+        std::fs::write(&bad, too_big).unwrap();
+        let err = load_updates(&bad).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("bad.json"), "{err}");
+        assert!(err.to_string().contains("24 bits"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -223,6 +223,9 @@ impl Worker {
             };
             if hdr.gso() != VnetHdr::GSO_NONE {
                 self.segment_and_forward(now, id, frame, &hdr);
+            } else if frame.len() > SLOT - HEADROOM - TAILROOM {
+                // The container raised its MTU past what a slot holds: refuse, never overrun.
+                self.egress.counters.oversized_frames += 1;
             } else if complete_checksum(frame, &hdr).is_ok() {
                 if let Some(slot) = self.free_slot() {
                     slot[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
@@ -245,6 +248,10 @@ impl Worker {
                 return;
             }
         };
+        if segments.max_segment_len() > SLOT - HEADROOM - TAILROOM {
+            self.egress.counters.oversized_frames += 1;
+            return;
+        }
         self.egress.counters.tso_frames += 1;
         loop {
             let Some(slot) = self.free_slot() else { return };
