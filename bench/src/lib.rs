@@ -179,11 +179,7 @@ pub fn first_line_of(argv: &[&str]) -> String {
     let Some((prog, args)) = argv.split_first() else {
         return String::new();
     };
-    match Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
+    match Command::new(prog).args(args).stdin(Stdio::null()).output() {
         Ok(out) => {
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
