@@ -352,17 +352,24 @@ fn write_u16(b: &mut [u8], at: usize, value: u16) {
 
 /// The one's-complement sum of `data` as big-endian 16-bit words (a trailing odd byte is
 /// padded with zero), added to `initial`. Not folded: chain calls, then [`finish`].
-/// Reads 4 bytes at a time into a 64-bit accumulator, which cannot overflow for any slice.
+///
+/// Reads 8 bytes at a time: a big-endian u64 is four 16-bit words weighted by powers of
+/// 2^16, each congruent to 1 modulo 2^16 - 1, so adding u64s (and counting their wraps,
+/// 2^64 being congruent to 1 too) keeps the one's-complement sum.
 pub fn sum(initial: u64, data: &[u8]) -> u64 {
-    let mut acc = initial;
-    let mut words = data.chunks_exact(4);
+    let (mut acc, mut wraps) = (0u64, 0u64);
+    let mut words = data.chunks_exact(8);
     for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let (r, wrapped) = acc.overflowing_add(v);
+        acc = r;
+        wraps += u64::from(wrapped);
     }
+    let mut total = (acc >> 32) + (acc & 0xffff_ffff) + wraps;
     for w in words.remainder().chunks(2) {
-        acc += u64::from(word(w));
+        total += u64::from(word(w));
     }
-    acc
+    initial + total
 }
 
 /// Folds a [`sum`] to 16 bits and complements it: the value to store in a checksum field.

@@ -238,3 +238,22 @@ fn what_must_not_merge_does_not() {
     assert_eq!(ack.len(), 1);
     assert!(!TcpCoalescer::new().push(&ack[0]));
 }
+
+proptest::proptest! {
+    /// The 8-bytes-at-a-time sum agrees with the plain 16-bit definition (RFC 1071), for any
+    /// bytes, any length, chained at any even split point.
+    #[test]
+    fn the_wide_checksum_sum_agrees_with_rfc_1071(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+        split in 0usize..1500,
+    ) {
+        let naive = |d: &[u8]| -> u64 {
+            d.chunks(2).map(|w| u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum()
+        };
+        let fold = |mut x: u64| { while x > 0xffff { x = (x & 0xffff) + (x >> 16); } x };
+        proptest::prop_assert_eq!(fold(sum(0, &data)), fold(naive(&data)));
+        let at = (split * 2).min(data.len() & !1);
+        let chained = sum(sum(7, &data[..at]), &data[at..]);
+        proptest::prop_assert_eq!(fold(chained), fold(naive(&data) + 7));
+    }
+}
