@@ -41,6 +41,8 @@ pub(crate) struct Worker {
     /// A frame for another local TAP, copied out of its send slot.
     scratch: Box<[u8]>,
     origin: Instant,
+    /// How long to keep polling without sleeping after an event (see `DataplaneConfig`).
+    busy_poll: std::time::Duration,
 }
 
 impl Worker {
@@ -51,6 +53,7 @@ impl Worker {
         wake: Arc<EventFd>,
         commands: mpsc::Receiver<Command>,
         offload: bool,
+        busy_poll: std::time::Duration,
     ) -> io::Result<Worker> {
         // With offload the socket also batches in the kernel: UDP GSO sends runs of equal
         // datagrams as one message, UDP GRO hands over merged ones (split again by RecvBatch).
@@ -83,6 +86,7 @@ impl Worker {
             tap_buf: vec![0; TAP_READ].into_boxed_slice(),
             scratch: vec![0; SLOT].into_boxed_slice(),
             origin: Instant::now(),
+            busy_poll,
         })
     }
 
@@ -91,11 +95,27 @@ impl Worker {
         Timestamp(self.origin.elapsed().as_nanos() as u64)
     }
 
+    #[allow(clippy::disallowed_methods)] // shell: reads the clock for the spin budget
     pub(crate) fn run(&mut self) {
         let mut events = [EpollEvent::empty(); 64];
+        let spin = self.busy_poll;
+        let mut last_event: Option<Instant> = None;
         loop {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
-                Ok(n) => n,
+            let spinning = last_event.is_some_and(|t| t.elapsed() < spin);
+            let timeout = if spinning {
+                EpollTimeout::ZERO
+            } else {
+                EpollTimeout::from(1000u16)
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(0) if spinning => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                Ok(n) => {
+                    last_event = (n > 0).then(Instant::now);
+                    n
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     tracing::error!("dataplane epoll failed, stopping: {e}");
