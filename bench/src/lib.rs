@@ -1,5 +1,8 @@
 //! Shared helpers of the benchmark programs: summaries of repeated runs (median [min..max]),
-//! Markdown tables, and the machine facts every report starts with.
+//! Markdown tables, and the machine facts every report starts with; and [`overlay`], the
+//! overlay benchmark itself (`src/bin/overlay.rs` only calls [`overlay::run`]).
+
+pub mod overlay;
 
 use std::process::{Command, Stdio};
 

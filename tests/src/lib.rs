@@ -5,9 +5,12 @@
 //! - [`frames`]: hand-built Ethernet/ARP frames for tests that talk to a TAP directly.
 //! - [`cluster`]: an overlay cluster on the testbed: a dataplane per node, TAPs per container.
 //! - [`traffic`]: real kernel TCP traffic inside namespaces (echo server, bulk echo).
+//! - [`kernel_vxlan`]: a Linux kernel `vxlan` device in a namespace, with static FDB and
+//!   neighbour entries (interop tests, the overlay benchmark's kernel VXLAN path).
 
 pub mod cluster;
 pub mod frames;
+pub mod kernel_vxlan;
 pub mod testbed;
 pub mod traffic;
 

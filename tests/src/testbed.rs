@@ -410,7 +410,7 @@ fn disable_ipv6(ns: &NetnsRef) {
 }
 
 /// Kills whatever still runs inside `netns_name`, then deletes it. Never panics.
-fn remove_netns(netns_name: &str) {
+pub fn remove_netns(netns_name: &str) {
     if let Ok(out) = Command::new("ip")
         .args(["netns", "pids", netns_name])
         .output()

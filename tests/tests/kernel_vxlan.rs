@@ -8,6 +8,7 @@ use dataplane::types::{Mac, OverlayIp, UnderlayAddr};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec, OVERLAY_PORT};
+use tests::kernel_vxlan::{KernelVxlan, KernelVxlanPeer, add_kernel_vxlan};
 use tests::traffic::{EchoServer, echo_bulk};
 
 #[test]
@@ -34,74 +35,34 @@ fn a_kernel_vxlan_device_and_a_shoal_endpoint_talk_both_ways() {
     let kernel_ip: Ipv4Addr = "10.10.0.99".parse().unwrap();
     let kernel_mac = Mac::from_overlay_ip(OverlayIp(kernel_ip));
     let ns = kernel.netns_name.clone();
-    let run = |argv: &[&str]| {
-        let out = cluster.testbed.exec(&ns, argv);
-        assert!(
-            out.status.success(),
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let local = kernel.underlay_ip.to_string();
-    run(&[
-        "ip",
-        "link",
-        "add",
-        "vx0",
-        "type",
-        "vxlan",
-        "id",
-        "4096",
-        "dstport",
-        "4789",
-        "local",
-        &local,
-        "nolearning",
-    ]);
-    run(&[
-        "ip",
-        "link",
-        "set",
-        "vx0",
-        "address",
-        &kernel_mac.to_string(),
-        "mtu",
-        "1450",
-        "up",
-    ]);
-    run(&["ip", "addr", "add", "10.10.0.99/24", "dev", "vx0"]);
-    // Over veth the kernel leaves inner TCP checksums to "hardware" that never computes them
-    // (CHECKSUM_PARTIAL crosses veth as is); a real NIC would. A userspace receiver reads the
-    // bytes, so make the kernel compute them, as it would for a physical underlay.
-    run(&["ethtool", "-K", "vx0", "tx", "off"]);
-    run(&[
-        "bridge",
-        "fdb",
-        "add",
-        &shoal_mac.to_string(),
-        "dev",
-        "vx0",
-        "dst",
-        &shoal_node.to_string(),
-        "static",
-    ]);
-    run(&[
-        "ip",
-        "neigh",
-        "replace",
-        &shoal_ip.to_string(),
-        "lladdr",
-        &shoal_mac.to_string(),
-        "dev",
-        "vx0",
-        "nud",
-        "permanent",
-    ]);
+    let public = cluster.network("public");
+    add_kernel_vxlan(
+        &cluster.testbed,
+        &ns,
+        &KernelVxlan {
+            vni: public.vni,
+            local: kernel.underlay_ip,
+            underlay_if: None,
+            ip: kernel_ip,
+            prefix_len: public.subnet.prefix_len(),
+            mac: kernel_mac,
+            mtu: 1450,
+            peers: vec![KernelVxlanPeer {
+                mac: shoal_mac,
+                ip: shoal_ip,
+                underlay_ip: shoal_node,
+            }],
+            flood: false,
+            // shoal reads the inner frames: the kernel must fill in their checksums (see
+            // `KernelVxlan::tx_checksum_offload`).
+            tx_checksum_offload: false,
+        },
+    );
 
     // The shoal side learns the kernel endpoint as a remote endpoint on node k.
     let node = UnderlayAddr(SocketAddr::from((kernel.underlay_ip, OVERLAY_PORT)));
     let update = Update::AddRemoteEndpoint {
-        vni: cluster.network("public").vni,
+        vni: public.vni,
         ip: kernel_ip,
         mac: kernel_mac,
         node,
