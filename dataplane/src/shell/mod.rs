@@ -4,7 +4,9 @@
 //!   on a dedicated OS thread, never on a tokio worker).
 //! - [`tap`]: create and configure a container's TAP device inside its namespace.
 //! - [`udp`]: the overlay UDP socket and preallocated `recvmmsg`/`sendmmsg` batches.
-//! - [`runtime`]: the forwarding thread of a node: core, TAPs and socket, updates applied live.
+//! - [`runtime`]: a node's running dataplane: the handle, its config, live updates, counters.
+//! - `worker`: the forwarding thread (epoll, batches, TSO segmentation, busy-polling);
+//!   `egress`: writes into TAPs, merging TCP segments per endpoint.
 //! - [`link`]: underlay facts (the MTU of the interface holding an address).
 //! - [`netlink`]: small rtnetlink helpers the others share.
 
