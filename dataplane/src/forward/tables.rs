@@ -238,9 +238,15 @@ impl Tables {
                 Ok(())
             }
             Update::RemoveNetwork { vni } => {
-                self.networks
+                let net = self
+                    .networks
                     .remove(&vni)
                     .ok_or(UpdateError::UnknownNetwork(vni))?;
+                // The network may come back with the same key: its counter must go on from
+                // here, never restart, or nonces would repeat under that key.
+                if let Some(keys) = &net.keys {
+                    self.counter_start = self.counter_start.max(keys.next_counter());
+                }
                 self.endpoints.retain(|_, e| e.vni != vni);
                 Ok(())
             }

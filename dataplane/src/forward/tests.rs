@@ -585,3 +585,58 @@ fn updates_round_trip_through_json() {
     assert!(json.contains("\"op\":\"add_remote_endpoint\""), "{json}");
     assert_eq!(serde_json::from_str::<Update>(&json).unwrap(), u);
 }
+
+#[test]
+fn a_network_removed_and_added_again_never_reuses_a_nonce() {
+    let (mut a, _) = pair();
+    let frame = udp_frame("10.20.0.2", "10.20.0.3", b"before");
+    let counter_of = |buf: &[u8], v: &Verdict| {
+        let d = bytes_of(buf, v);
+        u64::from_be_bytes(d[16..24].try_into().unwrap())
+    };
+    let (v, buf) = send(&mut a, 3, &frame);
+    let before = counter_of(&buf, &v);
+    let sealed = vni(SEALED);
+    a.handle_update(Update::RemoveNetwork { vni: sealed })
+        .unwrap();
+    a.handle_update(Update::AddNetwork {
+        vni: sealed,
+        subnet: "10.20.0.0/24".parse().unwrap(),
+        gateway: Some(ip("10.20.0.1")),
+        mtu: 1418,
+        encrypted: true,
+    })
+    .unwrap();
+    let key = NetworkKeyBytes([7; 32]);
+    a.handle_update(Update::InstallKey {
+        vni: sealed,
+        epoch: Epoch(1),
+        key,
+    })
+    .unwrap();
+    a.handle_update(Update::SetTxKey {
+        vni: sealed,
+        epoch: Epoch(1),
+    })
+    .unwrap();
+    let (id, addr, m) = (EndpointId(3), ip("10.20.0.2"), mac("10.20.0.2"));
+    a.handle_update(Update::AddLocalEndpoint {
+        id,
+        vni: sealed,
+        ip: addr,
+        mac: m,
+    })
+    .unwrap();
+    let remote = Update::AddRemoteEndpoint {
+        vni: sealed,
+        ip: ip("10.20.0.3"),
+        mac: mac("10.20.0.3"),
+        node: node_addr(2),
+    };
+    a.handle_update(remote).unwrap();
+    let (v, buf) = send(&mut a, 3, &frame);
+    assert!(
+        counter_of(&buf, &v) > before,
+        "the counter restarted under the same key"
+    );
+}

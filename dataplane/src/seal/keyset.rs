@@ -79,7 +79,20 @@ pub enum OpenError {
 /// The key of one epoch and the replay windows of the senders seen under it.
 struct EpochKey {
     key: LessSafeKey,
+    /// The key bytes, to tell a repeated install of the same key (keep the windows) from a
+    /// new key under an old epoch number (fresh windows: old frames fail its tag anyway).
+    material: [u8; 32],
     windows: BTreeMap<SenderId, ReplayWindow>,
+}
+
+impl EpochKey {
+    fn new(key: &NetworkKey) -> EpochKey {
+        EpochKey {
+            key: new_key(key),
+            material: key.0,
+            windows: BTreeMap::new(),
+        }
+    }
 }
 
 /// The key set of one encrypted network on one node. See the module docs.
@@ -90,6 +103,9 @@ pub struct KeySet {
     tx: Option<Epoch>,
     /// At most [`MAX_KEYS`] entries; `tx`, when set, is always one of them.
     keys: BTreeMap<Epoch, EpochKey>,
+    /// The last [`MAX_KEYS`] retired or evicted epochs with their replay windows, so that
+    /// installing one of them again with the same key does not accept its old frames again.
+    retired: BTreeMap<Epoch, EpochKey>,
 }
 
 impl KeySet {
@@ -109,38 +125,51 @@ impl KeySet {
             next_counter: counter_start,
             tx: None,
             keys: BTreeMap::new(),
+            retired: BTreeMap::new(),
         }
     }
 
     /// Installs a receive key for `epoch`. If [`MAX_KEYS`] keys are held, first evicts the
     /// oldest (lowest) epoch that is not the transmit epoch and returns it. Re-installing an
-    /// installed epoch replaces its key material and resets its replay windows (returns `None`).
+    /// epoch with the same key keeps its replay windows (also after it was retired, for the
+    /// last [`MAX_KEYS`] retired epochs); a different key under that epoch gets fresh ones.
     pub fn install(&mut self, epoch: Epoch, key: NetworkKey) -> Option<Epoch> {
-        let key = new_key(&key);
+        let material = key.0;
         if let Some(existing) = self.keys.get_mut(&epoch) {
-            *existing = EpochKey {
-                key,
-                windows: BTreeMap::new(),
-            };
+            // The same key again (a replayed update, a resync): keep its replay windows, or
+            // every recorded frame of this epoch would be accepted once more.
+            if existing.material != material {
+                *existing = EpochKey::new(&key);
+            }
             return None;
         }
         let evicted = if self.keys.len() >= MAX_KEYS {
             let oldest = self.keys.keys().copied().find(|&e| Some(e) != self.tx);
             if let Some(e) = oldest {
-                self.keys.remove(&e);
+                self.retire_unchecked(e);
             }
             oldest
         } else {
             None
         };
-        self.keys.insert(
-            epoch,
-            EpochKey {
-                key,
-                windows: BTreeMap::new(),
-            },
-        );
+        let entry = match self.retired.remove(&epoch) {
+            Some(old) if old.material == material => old,
+            _ => EpochKey::new(&key),
+        };
+        self.keys.insert(epoch, entry);
         evicted
+    }
+
+    /// Moves `epoch` from the held keys to the retired ones, keeping its windows.
+    fn retire_unchecked(&mut self, epoch: Epoch) -> bool {
+        let Some(entry) = self.keys.remove(&epoch) else {
+            return false;
+        };
+        self.retired.insert(epoch, entry);
+        while self.retired.len() > MAX_KEYS {
+            self.retired.pop_first();
+        }
+        true
     }
 
     /// Makes `epoch` the transmit epoch.
@@ -157,10 +186,11 @@ impl KeySet {
         if self.tx == Some(epoch) {
             return Err(KeyError::RetireTxKey);
         }
-        self.keys
-            .remove(&epoch)
-            .map(|_| ())
-            .ok_or(KeyError::UnknownEpoch)
+        if self.retire_unchecked(epoch) {
+            Ok(())
+        } else {
+            Err(KeyError::UnknownEpoch)
+        }
     }
 
     /// The transmit epoch, if set.

@@ -350,15 +350,27 @@ fn a_fourth_key_evicts_the_oldest_that_is_not_tx() {
 }
 
 #[test]
-fn reinstalling_an_epoch_replaces_key_and_resets_windows() {
+fn reinstalling_the_same_key_keeps_the_replay_windows_and_a_new_key_replaces_it() {
     let mut tx = keyset(1, 0, &[(1, 9)]);
     tx.set_tx(Epoch(1)).unwrap();
     let f = seal(&mut tx);
     let mut rx = keyset(2, 0, &[(1, 9)]);
     assert_eq!(open(&mut rx, &f), Ok(()));
     assert_eq!(open(&mut rx, &f), Err(OpenError::Replayed));
+    // A replayed or resynced update installs the same key again: old frames stay replays.
     assert_eq!(rx.install(Epoch(1), NetworkKey([9; 32])), None);
-    assert_eq!(open(&mut rx, &f), Ok(()), "window reset");
+    assert_eq!(open(&mut rx, &f), Err(OpenError::Replayed), "window kept");
+    // Retired and installed again with the same key: still replays.
+    rx.install(Epoch(2), NetworkKey([5; 32]));
+    rx.retire(Epoch(1)).unwrap();
+    assert_eq!(open(&mut rx, &f), Err(OpenError::UnknownEpoch));
+    rx.install(Epoch(1), NetworkKey([9; 32]));
+    assert_eq!(
+        open(&mut rx, &f),
+        Err(OpenError::Replayed),
+        "window kept across retirement"
+    );
+    // A different key under the same epoch: fresh windows, and the old frames fail its tag.
     assert_eq!(rx.install(Epoch(1), NetworkKey([8; 32])), None);
     assert_eq!(open(&mut rx, &f), Err(OpenError::BadTag), "key replaced");
 }
