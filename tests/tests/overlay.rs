@@ -279,3 +279,17 @@ fn a_container_that_raises_its_mtu_past_the_overlay_gets_its_big_frames_refused_
     let stats = cluster.nodes[0].dataplane.stats().unwrap();
     assert!(stats.shell.oversized_frames >= 2, "{:?}", stats.shell);
 }
+
+#[test]
+fn a_tap_deleted_inside_its_container_is_let_go_and_the_rest_keeps_forwarding() {
+    let cluster = Cluster::start("overlay-tapgone", spec()).expect("cluster");
+    let ns = cluster.container("a2").netns_name.clone();
+    cluster.testbed.exec_ok(&ns, &["ip", "link", "del", "eth0"]);
+    let lost = || cluster.nodes[0].dataplane.stats().unwrap().shell.taps_lost;
+    assert!(tests::wait_until(Duration::from_secs(5), || lost() == 1), "TAP not detached");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lost(), 1, "detached once, not reported again");
+    // Same node and across nodes still work.
+    assert!(cluster.ping("a1", cluster.ip("both", "public")));
+    assert!(cluster.ping("a1", cluster.ip("b", "public")));
+}

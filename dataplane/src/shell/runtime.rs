@@ -71,6 +71,8 @@ pub struct ShellCounters {
     pub coalesced_segments: u64,
     /// TAP frames whose virtio-net header or offload request could not be honoured.
     pub offload_errors: u64,
+    /// TAPs that failed (e.g. deleted inside the container) and were detached.
+    pub taps_lost: u64,
     /// Frames from a TAP larger than a send slot (the container raised its MTU).
     pub oversized_frames: u64,
     /// Frames dropped because the send batch stayed full (the socket could take no more).

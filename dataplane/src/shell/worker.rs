@@ -156,10 +156,7 @@ impl Worker {
                     let _ = reply.send(result);
                 }
                 Command::Detach(id, reply) => {
-                    self.egress.flush();
-                    if let Some(tap) = self.egress.taps.remove(&id) {
-                        let _ = self.epoll.delete(tap.as_fd());
-                    }
+                    self.detach_tap(id);
                     let _ = reply.send(());
                 }
                 Command::Stats(reply) => {
@@ -173,6 +170,14 @@ impl Worker {
             }
         }
         true
+    }
+
+    /// Stops reading endpoint `id`'s TAP and closes it, after writing out what is held for it.
+    fn detach_tap(&mut self, id: EndpointId) {
+        self.egress.flush();
+        if let Some(tap) = self.egress.taps.remove(&id) {
+            let _ = self.epoll.delete(tap.as_fd());
+        }
     }
 
     /// Datagrams from other nodes: decapsulate (open) in place, deliver to the TAPs.
@@ -224,8 +229,13 @@ impl Worker {
             let n = match tap.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!("reading TAP {} failed: {e}", tap.name());
+                    // The device is gone (deleted inside the container) or broken: a
+                    // level-triggered epoll would report it forever. Let it go, once.
+                    tracing::warn!("TAP {} of endpoint {id:?} failed ({e}): detaching it", tap.name());
+                    self.detach_tap(id);
+                    self.egress.counters.taps_lost += 1;
                     break;
                 }
             };
