@@ -55,10 +55,12 @@ pub enum DropReason {
     CounterExhausted,
     /// The shell passed a buffer without the head- or tailroom encapsulation needs.
     NoRoom,
+    /// Longer than the network's MTU allows (the container raised its interface MTU).
+    TooBig,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::UnknownEndpoint,
         DropReason::MalformedFrame,
         DropReason::SpoofedMac,
@@ -83,6 +85,7 @@ impl DropReason {
         DropReason::NoTxKey,
         DropReason::CounterExhausted,
         DropReason::NoRoom,
+        DropReason::TooBig,
     ];
 
     /// The name used in status output and metrics labels.
@@ -112,6 +115,7 @@ impl DropReason {
             DropReason::NoTxKey => "no_tx_key",
             DropReason::CounterExhausted => "counter_exhausted",
             DropReason::NoRoom => "no_room",
+            DropReason::TooBig => "too_big",
         }
     }
 

@@ -35,6 +35,10 @@ use tables::Owner;
 pub const HEADROOM: usize = SEALED_HEADER_LEN;
 /// Bytes the shell leaves free after each frame: room for the AEAD tag.
 pub const TAILROOM: usize = TAG_LEN;
+/// Bytes from a frame's start the core may write when it answers that frame with an ICMP
+/// error (Ethernet + IPv4 + ICMP + the quoted header and 8 bytes): a buffer with less room
+/// than this after `frame.start` gets a plain drop instead of the courtesy reply.
+pub const REPLY_ROOM: usize = 14 + 20 + 8 + 60 + 8;
 
 /// Bytes the IPv4 and TCP headers take out of the MTU when clamping the MSS.
 const IPV4_TCP_HEADERS: u16 = 40;
@@ -104,7 +108,9 @@ impl Forwarder {
 
     /// Handles the Ethernet frame `buf[frame]` that local endpoint `from` sent.
     /// `buf` must have [`HEADROOM`] bytes before `frame` and [`TAILROOM`] after it for the
-    /// frame to be encapsulated; without them it is dropped as [`DropReason::NoRoom`].
+    /// frame to be encapsulated; without them it is dropped as [`DropReason::NoRoom`]. A
+    /// refused frame is answered in place with an ICMP error only if [`REPLY_ROOM`] bytes
+    /// (or the frame and its tailroom, if longer) follow `frame.start`.
     pub fn handle_endpoint_frame(
         &mut self,
         now: Timestamp,
@@ -253,6 +259,11 @@ impl Forwarder {
         if !is_unicast(dst, net) {
             return ControlFlow::Break(Verdict::Drop(DropReason::NotUnicast));
         }
+        // Never put a frame on the overlay that its MTU does not allow: the underlay would
+        // fragment it (or, batched with UDP GSO, refuse the whole batch).
+        if frame.len() > usize::from(net.mtu) + ETH_LEN {
+            return ControlFlow::Break(Verdict::Drop(DropReason::TooBig));
+        }
         let owner = match net.owner(dst) {
             Some(owner) => owner,
             None => return ControlFlow::Continue(()),
@@ -315,7 +326,10 @@ impl Forwarder {
             return Verdict::Drop(reason);
         };
         let gateway_mac = Mac::from_overlay_ip(OverlayIp(gateway));
-        let Some(out) = buf.get_mut(frame.start..) else {
+        // The reply may be longer than the frame: write only within the room the contract
+        // gives (the frame, its tailroom, or REPLY_ROOM, whichever is more).
+        let room = (frame.len() + TAILROOM).max(REPLY_ROOM);
+        let Some(out) = buf.get_mut(frame.start..frame.start + room) else {
             return Verdict::Drop(reason);
         };
         let len = frame.end - frame.start;

@@ -640,3 +640,13 @@ fn a_network_removed_and_added_again_never_reuses_a_nonce() {
         "the counter restarted under the same key"
     );
 }
+
+#[test]
+fn a_frame_longer_than_the_network_mtu_is_refused() {
+    let (mut a, _) = pair();
+    // The plain network's MTU is 1450: 1450 bytes of IP fit, 1451 do not.
+    let fits = udp_frame("10.10.0.2", "10.10.0.4", &[0; 1450 - 28]);
+    assert!(matches!(send(&mut a, 1, &fits).0, Verdict::ToWire { .. }));
+    let big = udp_frame("10.10.0.2", "10.10.0.4", &[0; 1451 - 28]);
+    assert_eq!(send(&mut a, 1, &big).0, Verdict::Drop(DropReason::TooBig));
+}

@@ -216,7 +216,10 @@ impl Dataplane {
         };
         self.apply(update)?
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        self.attach_tap(id, device)
+        // All or nothing: a TAP the thread cannot watch leaves no endpoint behind.
+        self.attach_tap(id, device).inspect_err(|_| {
+            let _ = self.apply(Update::RemoveLocalEndpoint { id });
+        })
     }
 
     /// Forgets endpoint `id` and closes its TAP (the kernel removes the device).

@@ -233,7 +233,10 @@ impl Worker {
                 Err(e) => {
                     // The device is gone (deleted inside the container) or broken: a
                     // level-triggered epoll would report it forever. Let it go, once.
-                    tracing::warn!("TAP {} of endpoint {id:?} failed ({e}): detaching it", tap.name());
+                    tracing::warn!(
+                        "TAP {} of endpoint {id:?} failed ({e}): detaching it",
+                        tap.name()
+                    );
                     self.detach_tap(id);
                     self.egress.counters.taps_lost += 1;
                     break;

@@ -97,7 +97,13 @@ pub enum OffloadError {
     BadOffsets,
     #[error("GSO type {0} is not offered to the TAP")]
     UnsupportedGso(u8),
+    #[error("segment size {0} is below the minimum TCP MSS")]
+    TinySegments(u16),
 }
+
+/// Linux's `TCP_MIN_MSS`: a smaller segment size would turn one 64 KiB frame into thousands
+/// of datagrams.
+const MIN_MSS: u16 = 88;
 
 /// Finishes a partial checksum (`F_NEEDS_CSUM`): the field holds the pseudo-header sum;
 /// summing from `csum_start` to the end, field included, gives the full sum.
@@ -110,7 +116,13 @@ pub fn complete_checksum(frame: &mut [u8], hdr: &VnetHdr) -> Result<(), OffloadE
     if field + 2 > frame.len() {
         return Err(OffloadError::BadOffsets);
     }
-    let value = finish(sum(0, &frame[start..]));
+    let mut value = finish(sum(0, &frame[start..]));
+    // In UDP a zero checksum means "none": a computed zero is sent as its other form, 0xffff
+    // (RFC 768), as the kernel does.
+    let is_udp = frame.get(ETH_LEN + 9) == Some(&17) && hdr.csum_offset == 6;
+    if is_udp && value == 0 {
+        value = 0xffff;
+    }
     frame[field..field + 2].copy_from_slice(&value.to_be_bytes());
     Ok(())
 }
@@ -195,10 +207,10 @@ impl<'a> TcpSegmenter<'a> {
             return Err(OffloadError::UnsupportedGso(hdr.gso_type));
         }
         let layout = tcp4_layout(frame).ok_or(OffloadError::NotTcp4)?;
-        let mss = usize::from(hdr.gso_size);
-        if mss == 0 {
-            return Err(OffloadError::BadOffsets);
+        if hdr.gso_size < MIN_MSS {
+            return Err(OffloadError::TinySegments(hdr.gso_size));
         }
+        let mss = usize::from(hdr.gso_size);
         Ok(TcpSegmenter {
             frame,
             layout,
@@ -330,8 +342,11 @@ impl TcpCoalescer {
         if flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 || payload == 0 {
             return false;
         }
-        // Fragments never merge.
-        if u16::from_be_bytes([frame[ETH_LEN + 6], frame[ETH_LEN + 7]]) & 0x3fff != 0 {
+        // Fragments never merge, nor does a frame whose IPv4 header checksum is wrong: `take`
+        // recomputes it, which would make a corrupted header look valid.
+        if u16::from_be_bytes([frame[ETH_LEN + 6], frame[ETH_LEN + 7]]) & 0x3fff != 0
+            || fold_sum(sum(0, &frame[ETH_LEN..l.tcp_at])) != 0xffff
+        {
             return false;
         }
         let seq = u32::from_be_bytes([
@@ -385,7 +400,7 @@ impl TcpCoalescer {
             && held[ETH_LEN + 6..ETH_LEN + 10] == frame[ETH_LEN + 6..ETH_LEN + 10]
             && held[ETH_LEN + 12..tcp_at] == frame[ETH_LEN + 12..tcp_at]
             && held[tcp_at..tcp_at + 4] == frame[tcp_at..tcp_at + 4]
-            && held[tcp_at + 8..tcp_at + 12] == frame[tcp_at + 8..tcp_at + 12]
+            && held[tcp_at + 8..tcp_at + 13] == frame[tcp_at + 8..tcp_at + 13]
             && held[tcp_at + 14..tcp_at + 16] == frame[tcp_at + 14..tcp_at + 16]
             && held[tcp_at + 20..self.layout.payload_at] == frame[tcp_at + 20..l.payload_at]
     }

@@ -230,6 +230,18 @@ fn what_must_not_merge_does_not() {
     assert!(c.push(&short[1]));
     let next = segments(&tso_frame(&payload(3 * MSS), false), &tso_hdr());
     assert!(!c.push(&next[0]));
+    // A bad IPv4 header checksum, or different reserved/AE bits, do not merge either.
+    let mut bad_ip = segs[1].clone();
+    bad_ip[14 + 8] ^= 1; // TTL
+    assert!(!fresh(&segs[0]).push(&bad_ip));
+    let mut ae = segs[1].clone();
+    let old_word = [ae[34 + 12], ae[34 + 13]];
+    ae[34 + 12] |= 0x01;
+    let c = u16::from_be_bytes([ae[34 + 16], ae[34 + 17]]);
+    let c = crate::wire::checksum::ones_complement_update(c, &old_word, &ae[34 + 12..34 + 14]);
+    ae[34 + 16..34 + 18].copy_from_slice(&c.to_be_bytes());
+    assert!(TcpCoalescer::new().push(&ae), "a valid segment on its own");
+    assert!(!fresh(&segs[0]).push(&ae));
     // A SYN or FIN never merges; nor does a pure ACK without data.
     let mut syn = segs[0].clone();
     syn[34 + 13] |= 0x02;
@@ -256,4 +268,17 @@ proptest::proptest! {
         let chained = sum(sum(7, &data[..at]), &data[at..]);
         proptest::prop_assert_eq!(fold(chained), fold(naive(&data) + 7));
     }
+}
+
+#[test]
+fn a_tiny_segment_size_is_refused() {
+    let frame = tso_frame(&payload(3000), false);
+    let tiny = VnetHdr {
+        gso_size: 1,
+        ..tso_hdr()
+    };
+    assert_eq!(
+        TcpSegmenter::new(&frame, &tiny).unwrap_err(),
+        OffloadError::TinySegments(1)
+    );
 }
