@@ -286,7 +286,10 @@ fn a_tap_deleted_inside_its_container_is_let_go_and_the_rest_keeps_forwarding() 
     let ns = cluster.container("a2").netns_name.clone();
     cluster.testbed.exec_ok(&ns, &["ip", "link", "del", "eth0"]);
     let lost = || cluster.nodes[0].dataplane.stats().unwrap().shell.taps_lost;
-    assert!(tests::wait_until(Duration::from_secs(5), || lost() == 1), "TAP not detached");
+    assert!(
+        tests::wait_until(Duration::from_secs(5), || lost() == 1),
+        "TAP not detached"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(lost(), 1, "detached once, not reported again");
     // Same node and across nodes still work.

@@ -394,10 +394,10 @@ impl Forwarder {
         let (src_ip, dst_ip) = (ip.source_addr(), ip.destination_addr());
         // The inner source must be an endpoint the sending node owns: a node cannot speak
         // for another node's endpoints.
-        match net.owner(src_ip) {
-            Some(Owner::Remote(r)) if r.node.0.ip() == from.0.ip() => {}
+        let src_mac = match net.owner(src_ip) {
+            Some(Owner::Remote(r)) if r.node.0.ip() == from.0.ip() => r.mac,
             _ => return drop(DropReason::SpoofedRemote),
-        }
+        };
         let Some(Owner::Local(id)) = net.owner(dst_ip) else {
             return drop(DropReason::NotLocal);
         };
@@ -406,6 +406,11 @@ impl Forwarder {
         };
         let mss = net.mtu.saturating_sub(IPV4_TCP_HEADERS);
         set_dst_mac(buf, &frame, mac);
+        // The source MAC is the one the tables give that endpoint, whatever the sending node
+        // wrote: it cannot put the gateway's or another endpoint's MAC on its frames.
+        if let Some(src) = buf.get_mut(frame.start + 6..frame.start + 12) {
+            src.copy_from_slice(&src_mac.0);
+        }
         if clamp_mss(&mut buf[frame.start + ETH_LEN..frame.end], mss) {
             self.counters.mss_clamped += 1;
         }

@@ -650,3 +650,14 @@ fn a_frame_longer_than_the_network_mtu_is_refused() {
     let big = udp_frame("10.10.0.2", "10.10.0.4", &[0; 1451 - 28]);
     assert_eq!(send(&mut a, 1, &big).0, Verdict::Drop(DropReason::TooBig));
 }
+
+#[test]
+fn a_node_cannot_put_another_mac_on_the_frames_it_delivers() {
+    let (_, mut b) = pair();
+    let mut frame = udp_frame("10.10.0.2", "10.10.0.4", b"x");
+    frame[6..12].copy_from_slice(&mac("10.10.0.1").0); // the gateway's MAC
+    let mut datagram = vec![0x08, 0, 0, 0, 0x00, 0x10, 0x00, 0];
+    datagram.extend_from_slice(&frame);
+    let (v, buf) = deliver(&mut b, node_addr(1), &datagram);
+    assert_eq!(&bytes_of(&buf, &v)[6..12], &mac("10.10.0.2").0);
+}
