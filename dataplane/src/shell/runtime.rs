@@ -71,6 +71,10 @@ pub struct ShellCounters {
     pub coalesced_segments: u64,
     /// TAP frames whose virtio-net header or offload request could not be honoured.
     pub offload_errors: u64,
+    /// Datagrams longer than a receive slot, dropped by the socket batch.
+    pub datagrams_truncated: u64,
+    /// Datagrams whose source address could not be read (not IPv4/IPv6), dropped.
+    pub datagrams_unknown_source: u64,
     /// TAPs that failed (e.g. deleted inside the container) and were detached.
     pub taps_lost: u64,
     /// Frames from a TAP larger than a send slot (the container raised its MTU).

@@ -161,10 +161,10 @@ impl Worker {
                 }
                 Command::Stats(reply) => {
                     let core = self.core.counters().clone();
-                    let _ = reply.send(Stats {
-                        core,
-                        shell: self.egress.counters.clone(),
-                    });
+                    let mut shell = self.egress.counters.clone();
+                    shell.datagrams_truncated = self.recv.truncated();
+                    shell.datagrams_unknown_source = self.recv.unknown_source();
+                    let _ = reply.send(Stats { core, shell });
                 }
                 Command::Stop => return false,
             }
