@@ -151,6 +151,14 @@ fn deliver(f: &mut Forwarder, from: UnderlayAddr, datagram: &[u8]) -> (Verdict, 
     (v, buf)
 }
 
+/// Asserts that `v` delivers to local endpoint `id`.
+fn assert_to_endpoint(v: &Verdict, id: u32) {
+    assert!(
+        matches!(v, Verdict::ToEndpoint { endpoint, .. } if *endpoint == EndpointId(id)),
+        "{v:?}"
+    );
+}
+
 fn bytes_of(buf: &[u8], v: &Verdict) -> Vec<u8> {
     match v {
         Verdict::ToEndpoint { frame, .. } => buf[frame.clone()].to_vec(),
@@ -179,16 +187,7 @@ fn arp_is_answered_from_the_tables_for_endpoints_remote_endpoints_and_the_gatewa
             1,
             &arp_request(mac("10.10.0.2"), "10.10.0.2", target),
         );
-        assert!(
-            matches!(
-                v,
-                Verdict::ToEndpoint {
-                    endpoint: EndpointId(1),
-                    ..
-                }
-            ),
-            "{v:?}"
-        );
+        assert_to_endpoint(&v, 1);
         let reply = bytes_of(&buf, &v);
         let (eth, payload) = etherparse::Ethernet2Header::from_slice(&reply).unwrap();
         assert_eq!(eth.destination, mac("10.10.0.2").0);
@@ -245,16 +244,7 @@ fn frames_between_two_local_endpoints_stay_on_the_node() {
     let (mut a, _) = pair();
     let frame = udp_frame("10.10.0.2", "10.10.0.3", b"hello");
     let (v, buf) = send(&mut a, 1, &frame);
-    assert!(
-        matches!(
-            v,
-            Verdict::ToEndpoint {
-                endpoint: EndpointId(2),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    assert_to_endpoint(&v, 2);
     assert_eq!(bytes_of(&buf, &v), frame);
     assert_eq!(a.counters().local_delivered, 1);
 }
@@ -274,16 +264,7 @@ fn a_plain_frame_crosses_to_the_other_node_as_rfc7348_vxlan() {
     assert_eq!(&datagram[8..], &frame[..]);
 
     let (v, buf) = deliver(&mut b, node_addr(1), &datagram);
-    assert!(
-        matches!(
-            v,
-            Verdict::ToEndpoint {
-                endpoint: EndpointId(1),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    assert_to_endpoint(&v, 1);
     assert_eq!(bytes_of(&buf, &v), frame);
     assert_eq!(
         (a.counters().encapsulated, b.counters().decapsulated),
@@ -305,16 +286,7 @@ fn a_sealed_frame_hides_its_payload_and_opens_on_the_other_node() {
     );
 
     let (v, buf) = deliver(&mut b, node_addr(1), &datagram);
-    assert!(
-        matches!(
-            v,
-            Verdict::ToEndpoint {
-                endpoint: EndpointId(2),
-                ..
-            }
-        ),
-        "{v:?}"
-    );
+    assert_to_endpoint(&v, 2);
     assert_eq!(bytes_of(&buf, &v), frame);
 
     // The same datagram again is a replay.
