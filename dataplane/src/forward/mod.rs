@@ -118,11 +118,8 @@ impl Forwarder {
         buf: &mut [u8],
         frame: Range<usize>,
     ) -> Verdict {
-        let verdict = match self.endpoint_steps(now, from, buf, frame) {
-            ControlFlow::Break(v) | ControlFlow::Continue(v) => v,
-        };
-        self.count(&verdict);
-        verdict
+        let flow = self.endpoint_steps(now, from, buf, frame);
+        self.settle(flow)
     }
 
     /// Handles the UDP payload `buf[datagram]` that arrived on the overlay socket from `from`.
@@ -133,17 +130,17 @@ impl Forwarder {
         buf: &mut [u8],
         datagram: Range<usize>,
     ) -> Verdict {
-        let verdict = match self.wire_steps(now, from, buf, datagram) {
-            ControlFlow::Break(v) | ControlFlow::Continue(v) => v,
-        };
-        self.count(&verdict);
-        verdict
+        let flow = self.wire_steps(now, from, buf, datagram);
+        self.settle(flow)
     }
 
-    fn count(&mut self, verdict: &Verdict) {
+    /// The verdict the steps reached, its drop (if any) counted.
+    fn settle(&mut self, flow: ControlFlow<Verdict, Verdict>) -> Verdict {
+        let (ControlFlow::Break(verdict) | ControlFlow::Continue(verdict)) = flow;
         if let Verdict::Drop(reason) = verdict {
-            self.counters.count_drop(*reason);
+            self.counters.count_drop(reason);
         }
+        verdict
     }
 
     // ---- frames from a local endpoint -------------------------------------------------

@@ -25,6 +25,22 @@ fn node_addr(last: u8) -> UnderlayAddr {
     UnderlayAddr(SocketAddr::from(([192, 168, 77, last], 4789)))
 }
 
+/// Attaches the plain network (10.10.0.0/24, MTU 1450) or the sealed one (10.20.0.0/24,
+/// MTU 1418), each with its .1 as gateway.
+fn add_network(raw: u32) -> Update {
+    let (subnet, gateway, mtu, encrypted) = match raw {
+        PLAIN => ("10.10.0.0/24", "10.10.0.1", 1450, false),
+        _ => ("10.20.0.0/24", "10.20.0.1", 1418, true),
+    };
+    Update::AddNetwork {
+        vni: vni(raw),
+        subnet: subnet.parse().unwrap(),
+        gateway: Some(ip(gateway)),
+        mtu,
+        encrypted,
+    }
+}
+
 /// Node A (sender 1): endpoints 1 = 10.10.0.2 and 2 = 10.10.0.3 on the plain network,
 /// 3 = 10.20.0.2 on the sealed one. Node B (sender 2): 1 = 10.10.0.4 (plain), 2 = 10.20.0.3
 /// (sealed). Each knows the other's endpoints as remote; both hold key epoch 1 for sending.
@@ -32,22 +48,8 @@ fn pair() -> (Forwarder, Forwarder) {
     let mut a = Forwarder::new(SenderId(1), 0);
     let mut b = Forwarder::new(SenderId(2), 0);
     for f in [&mut a, &mut b] {
-        f.handle_update(Update::AddNetwork {
-            vni: vni(PLAIN),
-            subnet: "10.10.0.0/24".parse().unwrap(),
-            gateway: Some(ip("10.10.0.1")),
-            mtu: 1450,
-            encrypted: false,
-        })
-        .unwrap();
-        f.handle_update(Update::AddNetwork {
-            vni: vni(SEALED),
-            subnet: "10.20.0.0/24".parse().unwrap(),
-            gateway: Some(ip("10.20.0.1")),
-            mtu: 1418,
-            encrypted: true,
-        })
-        .unwrap();
+        f.handle_update(add_network(PLAIN)).unwrap();
+        f.handle_update(add_network(SEALED)).unwrap();
         let key = NetworkKeyBytes([7; 32]);
         f.handle_update(Update::InstallKey {
             vni: vni(SEALED),
@@ -571,14 +573,7 @@ fn a_network_removed_and_added_again_never_reuses_a_nonce() {
     let sealed = vni(SEALED);
     a.handle_update(Update::RemoveNetwork { vni: sealed })
         .unwrap();
-    a.handle_update(Update::AddNetwork {
-        vni: sealed,
-        subnet: "10.20.0.0/24".parse().unwrap(),
-        gateway: Some(ip("10.20.0.1")),
-        mtu: 1418,
-        encrypted: true,
-    })
-    .unwrap();
+    a.handle_update(add_network(SEALED)).unwrap();
     let key = NetworkKeyBytes([7; 32]);
     a.handle_update(Update::InstallKey {
         vni: sealed,

@@ -294,8 +294,16 @@ mod tests {
 
     #[test]
     fn a_static_json_file_of_updates_loads_and_a_bad_one_names_the_file() {
+        /// Removes the test's folder also when an assertion fails.
+        struct Cleanup(std::path::PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let dir = std::env::temp_dir().join(format!("shoal-updates-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = Cleanup(dir.clone());
         let good = dir.join("good.json");
         std::fs::write(
             &good,
@@ -324,6 +332,5 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("bad.json"), "{err}");
         assert!(err.to_string().contains("24 bits"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
