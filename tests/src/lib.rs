@@ -3,12 +3,14 @@
 //! - [`testbed`]: nodes and containers as network namespaces on one host (needs root), removed
 //!   on drop, also when the test panics.
 //! - [`frames`]: hand-built Ethernet/ARP frames for tests that talk to a TAP directly.
+//! - [`dns_upstream`]: a stub upstream resolver with a fixed zone, for the DNS tests.
 //! - [`cluster`]: an overlay cluster on the testbed: a dataplane per node, TAPs per container.
 //! - [`traffic`]: real kernel TCP traffic inside namespaces (echo server, bulk echo).
 //! - [`kernel_vxlan`]: a Linux kernel `vxlan` device in a namespace, with static FDB and
 //!   neighbour entries (interop tests, the overlay benchmark's kernel VXLAN path).
 
 pub mod cluster;
+pub mod dns_upstream;
 pub mod frames;
 pub mod kernel_vxlan;
 pub mod testbed;

@@ -320,6 +320,21 @@ impl Testbed {
             .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)))
     }
 
+    /// Gives processes started in `netns_name` by [`exec`](Self::exec) or
+    /// [`spawn`](Self::spawn) their own /etc/resolv.conf (`ip netns exec` mounts
+    /// `/etc/netns/<name>/resolv.conf` over it); removed with the namespace.
+    pub fn set_resolv_conf(&self, netns_name: &str, text: &str) {
+        assert!(
+            self.namespaces.iter().any(|n| n == netns_name),
+            "{netns_name} is not a namespace of testbed {}",
+            self.prefix
+        );
+        let dir = etc_netns_dir(netns_name);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("resolv.conf"), text))
+            .unwrap_or_else(|e| panic!("write {}/resolv.conf: {e}", dir.display()));
+    }
+
     /// Runs `f` on a thread inside `ns` ([`in_netns`]).
     pub fn run_in<T, F>(&self, ns: &NetnsRef, f: F) -> io::Result<T>
     where
@@ -428,6 +443,12 @@ pub fn remove_netns(netns_name: &str) {
         .args(["netns", "del", netns_name])
         .stderr(Stdio::null())
         .status();
+    let _ = std::fs::remove_dir_all(etc_netns_dir(netns_name));
+}
+
+/// `ip netns exec <name>` bind-mounts the files of `/etc/netns/<name>/` over `/etc/`.
+fn etc_netns_dir(netns_name: &str) -> PathBuf {
+    PathBuf::from("/etc/netns").join(netns_name)
 }
 
 /// The namespaces in `/run/netns` (what `ip netns list` shows).
