@@ -12,6 +12,7 @@
 //! Read first: RFC 7348 (VXLAN), RFC 8439 (ChaCha20-Poly1305), RFC 1624 (incremental
 //! checksum update), then `../shared/DESIGN.md` ("The data path", "Wire formats").
 
+pub mod balance;
 pub mod forward;
 pub mod seal;
 pub mod shell;

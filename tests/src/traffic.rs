@@ -24,13 +24,29 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start(ns: &NetnsRef, addr: SocketAddr) -> io::Result<EchoServer> {
+        Self::serve(ns, addr, None)
+    }
+
+    /// An echo server that first says who it is: one line `<name> <client address>` on every
+    /// connection (what a balancing test reads to see which backend served it, and whether
+    /// the backend saw the real client).
+    pub fn whoami(ns: &NetnsRef, addr: SocketAddr, name: &str) -> io::Result<EchoServer> {
+        Self::serve(ns, addr, Some(Arc::from(name)))
+    }
+
+    fn serve(ns: &NetnsRef, addr: SocketAddr, name: Option<Arc<str>>) -> io::Result<EchoServer> {
         let listener = Arc::new(in_netns(ns, move || TcpListener::bind(addr))?);
         let stopping = Arc::new(AtomicBool::new(false));
         let (l, stop) = (listener.clone(), stopping.clone());
         let thread = std::thread::spawn(move || {
-            while let Ok((conn, _)) = l.accept() {
+            while let Ok((mut conn, peer)) = l.accept() {
                 if stop.load(Ordering::Relaxed) {
                     return;
+                }
+                if let Some(name) = &name
+                    && writeln!(conn, "{name} {}", peer.ip()).is_err()
+                {
+                    continue;
                 }
                 std::thread::spawn(move || echo(conn));
             }
@@ -163,4 +179,26 @@ pub fn connect_error(
         TcpStream::connect_timeout(&dst, timeout).map(drop)
     });
     result.map_err(|e| (e, start.elapsed()))
+}
+
+/// Opens `count` connections from `ns` to `dst` one after the other and returns the first
+/// line each one read (a [`EchoServer::whoami`] greeting). Bounded: each connect and read
+/// waits `timeout` at most.
+pub fn who_answers(
+    ns: &NetnsRef,
+    dst: SocketAddr,
+    count: usize,
+    timeout: Duration,
+) -> io::Result<Vec<String>> {
+    in_netns(ns, move || {
+        let mut lines = Vec::with_capacity(count);
+        for _ in 0..count {
+            let conn = TcpStream::connect_timeout(&dst, timeout)?;
+            conn.set_read_timeout(Some(timeout))?;
+            let mut line = String::new();
+            io::BufRead::read_line(&mut io::BufReader::new(conn), &mut line)?;
+            lines.push(line.trim_end().to_owned());
+        }
+        Ok(lines)
+    })
 }

@@ -57,10 +57,12 @@ pub enum DropReason {
     NoRoom,
     /// Longer than the network's MTU allows (the container raised its interface MTU).
     TooBig,
+    /// To a VIP, but not balanceable: a fragment, ICMP other than echo, another protocol.
+    VipNotBalanced,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::UnknownEndpoint,
         DropReason::MalformedFrame,
         DropReason::SpoofedMac,
@@ -86,6 +88,7 @@ impl DropReason {
         DropReason::CounterExhausted,
         DropReason::NoRoom,
         DropReason::TooBig,
+        DropReason::VipNotBalanced,
     ];
 
     /// The name used in status output and metrics labels.
@@ -116,6 +119,7 @@ impl DropReason {
             DropReason::CounterExhausted => "counter_exhausted",
             DropReason::NoRoom => "no_room",
             DropReason::TooBig => "too_big",
+            DropReason::VipNotBalanced => "vip_not_balanced",
         }
     }
 
@@ -140,6 +144,8 @@ pub struct Counters {
     pub icmp_rejects: u64,
     /// TCP SYNs whose MSS was lowered to the overlay MTU.
     pub mss_clamped: u64,
+    /// Packets a VIP answered itself (resets, port unreachables, echo replies).
+    pub vip_answers: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 

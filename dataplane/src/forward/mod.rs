@@ -21,6 +21,7 @@ pub use tables::{
     LocalEndpoint, Network, NetworkKeyBytes, RemoteEndpoint, Tables, Update, UpdateError,
 };
 
+use crate::balance::{Answer, ConntrackConfig, Outbound};
 use crate::seal::{OpenError, SealError};
 use crate::types::{EndpointId, Mac, OverlayIp, SenderId, Timestamp, UnderlayAddr};
 use crate::wire::checksum::clamp_mss;
@@ -87,10 +88,24 @@ impl Forwarder {
     /// restarts of the node (the shell derives it from the wall clock), so that no nonce is
     /// ever reused under a key that survives the restart.
     pub fn new(sender: SenderId, counter_start: u64) -> Forwarder {
+        Self::with_conntrack(sender, counter_start, ConntrackConfig::default())
+    }
+
+    /// [`new`](Self::new) with the VIP balancer's flow-table limits and timeouts.
+    pub fn with_conntrack(
+        sender: SenderId,
+        counter_start: u64,
+        conntrack: ConntrackConfig,
+    ) -> Forwarder {
         Forwarder {
-            tables: Tables::new(sender, counter_start),
+            tables: Tables::new(sender, counter_start, conntrack),
             counters: Counters::default(),
         }
+    }
+
+    /// Removes balanced flows idle past their timeouts (the shell calls it about once a second).
+    pub fn expire(&mut self, now: Timestamp) {
+        self.tables.balancer.expire(now);
     }
 
     /// Applies a table or key update. A refused update changes nothing.
@@ -157,7 +172,8 @@ impl Forwarder {
         let src = self.anti_spoofing(now, from, buf, &frame)?;
         // 2. ARP, answered from the tables
         self.answer_arp(src, buf, &frame)?;
-        // 3. VIP: joins here with the balancer (issue "Balancing and the routing mesh").
+        // 3. VIP: answers of balanced flows get their VIP back; packets to a VIP a backend
+        let src = self.balance(now, src, buf, &frame)?;
         // 4. endpoint: a local TAP, or encapsulated to the owning node
         self.deliver(src, buf, &frame)?;
         // 5. anything else is refused
@@ -225,7 +241,15 @@ impl Forwarder {
             return ControlFlow::Break(Verdict::Drop(DropReason::UnknownEndpoint));
         };
         // Never flood, never learn: an address the tables do not hold gets no answer.
-        let Some(mac) = net.mac_of(req.target_ip, &self.tables.endpoints) else {
+        let vip_mac = self
+            .tables
+            .balancer
+            .is_vip(net.vni, req.target_ip)
+            .then(|| Mac::from_overlay_ip(OverlayIp(req.target_ip)));
+        let Some(mac) = net
+            .mac_of(req.target_ip, &self.tables.endpoints)
+            .or(vip_mac)
+        else {
             return ControlFlow::Break(Verdict::Drop(DropReason::ArpUnknownTarget));
         };
         let Some(len) = buf
@@ -239,6 +263,75 @@ impl Forwarder {
             endpoint: src.id,
             frame: frame.start..frame.start + len,
         })
+    }
+
+    /// The balancer's step: a packet answering a balanced flow (a local backend replying to a
+    /// local client) gets the VIP back as its source; a packet to a VIP gets a backend as its
+    /// destination, or is answered by the VIP itself.
+    fn balance(
+        &mut self,
+        now: Timestamp,
+        src: FromEndpoint,
+        buf: &mut [u8],
+        frame: &Range<usize>,
+    ) -> ControlFlow<Verdict, FromEndpoint> {
+        let FrameKind::Ipv4 { dst } = src.kind else {
+            return ControlFlow::Continue(src);
+        };
+        let vni = src.endpoint.vni;
+        let Some(ip) = buf.get_mut(frame.start + ETH_LEN..frame.end) else {
+            return ControlFlow::Continue(src);
+        };
+        let balancer = &mut self.tables.balancer;
+        if balancer.inbound(now, vni, ip) {
+            return ControlFlow::Continue(src);
+        }
+        match balancer.outbound(now, vni, ip) {
+            Outbound::NotVip => ControlFlow::Continue(src),
+            Outbound::Forward(backend) => ControlFlow::Continue(FromEndpoint {
+                kind: FrameKind::Ipv4 { dst: backend },
+                ..src
+            }),
+            Outbound::Drop => ControlFlow::Break(Verdict::Drop(DropReason::VipNotBalanced)),
+            Outbound::Answer(answer) => {
+                ControlFlow::Break(self.answer_from_vip(answer, dst, src.id, buf, frame))
+            }
+        }
+    }
+
+    /// Writes the VIP's own answer to the frame in place (a reset, a port unreachable, an
+    /// echo reply) and sends it back to the endpoint.
+    fn answer_from_vip(
+        &mut self,
+        answer: Answer,
+        vip: Ipv4Addr,
+        to: EndpointId,
+        buf: &mut [u8],
+        frame: &Range<usize>,
+    ) -> Verdict {
+        let vip_mac = Mac::from_overlay_ip(OverlayIp(vip));
+        // An ICMP error may be longer than the frame: the same room rule as `refuse`.
+        let room = (frame.len() + TAILROOM).max(REPLY_ROOM);
+        let len = frame.len();
+        let written = buf
+            .get_mut(frame.start..frame.start + room)
+            .and_then(|out| match answer {
+                Answer::Reset => reply::write_tcp_reset(out, len, vip_mac),
+                Answer::EchoReply => reply::write_echo_reply(out, len, vip_mac),
+                Answer::PortUnreachable => {
+                    reply::write_icmp_unreachable(out, len, Unreachable::Port, vip, vip_mac)
+                }
+            });
+        match written {
+            Some(n) => {
+                self.counters.vip_answers += 1;
+                Verdict::ToEndpoint {
+                    endpoint: to,
+                    frame: frame.start..frame.start + n,
+                }
+            }
+            None => Verdict::Drop(DropReason::NoRoom),
+        }
     }
 
     fn deliver(
@@ -354,7 +447,6 @@ impl Forwarder {
         buf: &mut [u8],
         datagram: Range<usize>,
     ) -> ControlFlow<Verdict, Verdict> {
-        let _ = now; // nothing on this path depends on time yet; conntrack will (issue 6)
         let drop = |r| ControlFlow::Break(Verdict::Drop(r));
         let Some(bytes) = buf.get(datagram.clone()) else {
             return drop(DropReason::MalformedDatagram);
@@ -398,6 +490,10 @@ impl Forwarder {
         let Some(Owner::Local(id)) = net.owner(dst_ip) else {
             return drop(DropReason::NotLocal);
         };
+        // A remote backend answering a local client of a VIP: the client sees the VIP.
+        if let Some(ip) = buf.get_mut(frame.start + ETH_LEN..frame.end) {
+            self.tables.balancer.inbound(now, vni, ip);
+        }
         let Some(mac) = self.tables.endpoints.get(&id).map(|e| e.mac) else {
             return drop(DropReason::NotLocal);
         };

@@ -68,6 +68,8 @@ pub(crate) fn write_arp_reply(
 pub(crate) enum Unreachable {
     /// Code 1: nothing routes there.
     Host = 1,
+    /// Code 3: nothing listens there (a VIP with no backend, for UDP).
+    Port = 3,
     /// Code 13: administratively prohibited (another network: isolation).
     Prohibited = 13,
 }
@@ -102,10 +104,73 @@ pub(crate) fn write_icmp_unreachable(
         .ipv4(from_ip.octets(), client_ip.octets(), 64)
         .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(match code {
             Unreachable::Host => etherparse::icmpv4::DestUnreachableHeader::Host,
+            Unreachable::Port => etherparse::icmpv4::DestUnreachableHeader::Port,
             Unreachable::Prohibited => etherparse::icmpv4::DestUnreachableHeader::FilterProhibited,
         }));
     let out_len = builder.size(quoted_len);
     let mut out = frame.get_mut(..out_len)?;
     builder.write(&mut out, &quote[..quoted_len]).ok()?;
     Some(out_len)
+}
+
+/// Replaces the TCP segment in `frame[..len]` with the reset RFC 793 prescribes for a segment
+/// that reaches no connection, sent back from its destination (the VIP) with `from_mac`: with
+/// ACK set, `SEQ = SEG.ACK`; otherwise `SEQ = 0, ACK = SEG.SEQ + SEG.LEN`. A reset is never
+/// answered. Returns the new frame's length.
+pub(crate) fn write_tcp_reset(frame: &mut [u8], len: usize, from_mac: Mac) -> Option<usize> {
+    let original = frame.get(ETH_LEN..len)?;
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(original).ok()?;
+    let tcp = etherparse::TcpHeaderSlice::from_slice(original.get(ip.slice().len()..)?).ok()?;
+    if tcp.rst() {
+        return None;
+    }
+    let payload = usize::from(ip.total_len()).checked_sub(ip.slice().len() + tcp.slice().len())?;
+    let seg_len = u32::try_from(payload).ok()? + u32::from(tcp.syn()) + u32::from(tcp.fin());
+    let client_mac: [u8; 6] = frame.get(6..12)?.try_into().ok()?;
+    let (from_ip, client_ip) = (ip.destination(), ip.source());
+    let (seq, ack) = if tcp.ack() {
+        (tcp.acknowledgment_number(), None)
+    } else {
+        (0, Some(tcp.sequence_number().wrapping_add(seg_len)))
+    };
+    let builder = etherparse::PacketBuilder::ethernet2(from_mac.0, client_mac)
+        .ipv4(from_ip, client_ip, 64)
+        .tcp(tcp.destination_port(), tcp.source_port(), seq, 0)
+        .rst();
+    let builder = match ack {
+        Some(ack) => builder.ack(ack),
+        None => builder,
+    };
+    let out_len = builder.size(0);
+    let mut out = frame.get_mut(..out_len)?;
+    builder.write(&mut out, &[]).ok()?;
+    Some(out_len)
+}
+
+/// Turns the ICMP echo request in `frame[..len]` into its reply, in place, from the address
+/// it was sent to (a VIP) and `from_mac`. Returns the frame's length.
+pub(crate) fn write_echo_reply(frame: &mut [u8], len: usize, from_mac: Mac) -> Option<usize> {
+    let ihl = usize::from(frame.get(ETH_LEN)? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([
+        *frame.get(ETH_LEN + 2)?,
+        *frame.get(ETH_LEN + 3)?,
+    ]));
+    let icmp_end = ETH_LEN + total;
+    if icmp_end > len || total < ihl + 8 {
+        return None;
+    }
+    let client_mac: [u8; 6] = frame.get(6..12)?.try_into().ok()?;
+    frame.get_mut(0..6)?.copy_from_slice(&client_mac);
+    frame.get_mut(6..12)?.copy_from_slice(&from_mac.0);
+    // Swapping source and destination leaves the IPv4 header checksum as it was.
+    let ip = frame.get_mut(ETH_LEN..ETH_LEN + ihl)?;
+    let (src, dst): ([u8; 4], [u8; 4]) = (ip[12..16].try_into().ok()?, ip[16..20].try_into().ok()?);
+    ip[12..16].copy_from_slice(&dst);
+    ip[16..20].copy_from_slice(&src);
+    let icmp = frame.get_mut(ETH_LEN + ihl..icmp_end)?;
+    icmp[0] = 0; // echo reply
+    icmp[2..4].copy_from_slice(&[0, 0]);
+    let checksum = crate::wire::checksum::finish(crate::wire::checksum::sum(0, icmp));
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    Some(icmp_end)
 }

@@ -3,6 +3,7 @@
 //! The tables are fed from outside (a test, a static JSON file, later gossip and the
 //! manager); the core never reads configuration itself.
 
+use crate::balance::{Balancer, ConntrackConfig, ServiceSpec};
 use crate::seal::{KeySet, NetworkKey};
 use crate::types::{EndpointId, Epoch, Mac, SenderId, Timestamp, UnderlayAddr, Vni};
 use ipnet::Ipv4Net;
@@ -66,6 +67,14 @@ pub enum Update {
         vni: Vni,
         epoch: Epoch,
     },
+    /// A service's VIP on a network and its backends, whole (balanced at this node for the
+    /// clients on it). Backends it no longer lists have their flows reset.
+    SetService(ServiceSpec),
+    /// The VIP goes: its flows are reset.
+    RemoveService {
+        vni: Vni,
+        vip: Ipv4Addr,
+    },
 }
 
 /// 32 key bytes as they travel in an [`Update`]. Debug never prints them.
@@ -98,6 +107,8 @@ pub enum UpdateError {
         ip: Ipv4Addr,
         subnet: Ipv4Net,
     },
+    #[error("address {ip} of network {vni} is a service VIP: remove the service first")]
+    VipInUse { vni: Vni, ip: Ipv4Addr },
     #[error("network {0} is not encrypted: keys apply only to encrypted networks")]
     NotEncrypted(Vni),
     #[error("network {vni}: {cause}")]
@@ -181,16 +192,24 @@ pub struct Tables {
     counter_start: u64,
     pub(crate) networks: BTreeMap<Vni, Network>,
     pub(crate) endpoints: BTreeMap<EndpointId, LocalEndpoint>,
+    /// The service table and the flows balanced through it.
+    pub(crate) balancer: Balancer,
 }
 
 impl Tables {
-    pub fn new(sender: SenderId, counter_start: u64) -> Tables {
+    pub fn new(sender: SenderId, counter_start: u64, conntrack: ConntrackConfig) -> Tables {
         Tables {
             sender,
             counter_start,
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            // Two-choices draws need no secrecy, only spread: any per-node seed will do.
+            balancer: Balancer::new(conntrack, counter_start ^ u64::from(sender.0)),
         }
+    }
+
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
     }
 
     pub fn network(&self, vni: Vni) -> Option<&Network> {
@@ -248,6 +267,7 @@ impl Tables {
                     self.counter_start = self.counter_start.max(keys.next_counter());
                 }
                 self.endpoints.retain(|_, e| e.vni != vni);
+                self.balancer.remove_network(vni);
                 Ok(())
             }
             Update::AddLocalEndpoint { id, vni, ip, mac } => {
@@ -278,11 +298,15 @@ impl Tables {
                 Ok(())
             }
             Update::AddRemoteEndpoint { vni, ip, mac, node } => {
+                let is_vip = self.balancer.is_vip(vni, ip);
                 let net = self.network_mut(vni)?;
                 // A remote entry may be refreshed in place (a node re-announcing, or an
                 // endpoint moving between nodes), but never shadows a local endpoint.
                 if let Some(Owner::Local(_)) = net.owner(ip) {
                     return Err(UpdateError::AddressInUse { vni, ip });
+                }
+                if is_vip {
+                    return Err(UpdateError::VipInUse { vni, ip });
                 }
                 check_in_subnet(net, ip)?;
                 net.addresses
@@ -309,6 +333,26 @@ impl Tables {
                 .keys_mut(vni)?
                 .retire(epoch)
                 .map_err(|cause| UpdateError::Key { vni, cause }),
+            Update::SetService(spec) => {
+                let net = self.network_mut(spec.vni)?;
+                check_in_subnet(net, spec.vip)?;
+                if net.owner(spec.vip).is_some() || net.gateway == Some(spec.vip) {
+                    return Err(UpdateError::AddressInUse {
+                        vni: spec.vni,
+                        ip: spec.vip,
+                    });
+                }
+                for backend in &spec.backends {
+                    check_in_subnet(net, backend.ip)?;
+                }
+                self.balancer.set_service(&spec);
+                Ok(())
+            }
+            Update::RemoveService { vni, vip } => {
+                self.network_mut(vni)?;
+                self.balancer.remove_service(vni, vip);
+                Ok(())
+            }
         }
     }
 
@@ -326,6 +370,9 @@ impl Tables {
     }
 
     fn free_address(&mut self, vni: Vni, ip: Ipv4Addr) -> Result<&mut Network, UpdateError> {
+        if self.balancer.is_vip(vni, ip) {
+            return Err(UpdateError::VipInUse { vni, ip });
+        }
         let net = self.network_mut(vni)?;
         check_in_subnet(net, ip)?;
         if net.owner(ip).is_some() || net.gateway == Some(ip) {

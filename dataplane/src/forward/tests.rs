@@ -628,3 +628,5 @@ fn a_node_cannot_put_another_mac_on_the_frames_it_delivers() {
     let (v, buf) = deliver(&mut b, node_addr(1), &datagram);
     assert_eq!(&bytes_of(&buf, &v)[6..12], &mac("10.10.0.2").0);
 }
+
+mod vip;

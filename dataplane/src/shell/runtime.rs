@@ -6,6 +6,7 @@
 //! sendmmsg keeps syscalls per packet low. Table and key updates arrive on a channel and
 //! are applied between batches, so forwarding never stops for them.
 
+use crate::balance::{BalanceCounters, ConntrackConfig, VipStats};
 use crate::forward::{Counters, Forwarder, Update, UpdateError};
 use crate::shell::link::mtu_of_address;
 use crate::shell::netns::NetnsRef;
@@ -38,6 +39,8 @@ pub struct DataplaneConfig {
     /// arriving within it skips a thread wake-up (two per node per round trip otherwise).
     /// Costs CPU only while traffic flows. Zero turns it off.
     pub busy_poll: std::time::Duration,
+    /// Limits and idle timeouts of the VIP balancer's flow table.
+    pub conntrack: ConntrackConfig,
 }
 
 impl DataplaneConfig {
@@ -49,6 +52,7 @@ impl DataplaneConfig {
             socket_buffer: 8 << 20,
             offload: true,
             busy_poll: std::time::Duration::from_micros(100),
+            conntrack: ConntrackConfig::default(),
         }
     }
 }
@@ -88,6 +92,11 @@ pub struct ShellCounters {
 pub struct Stats {
     pub core: Counters,
     pub shell: ShellCounters,
+    /// What the VIP balancer did, its flow-table size, and each VIP's backends with their
+    /// open and total flows.
+    pub balance: BalanceCounters,
+    pub conntrack_entries: usize,
+    pub vips: Vec<VipStats>,
 }
 
 pub(crate) enum Command {
@@ -139,7 +148,7 @@ impl Dataplane {
             EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
         )?);
         let (commands, rx) = mpsc::channel();
-        let core = Forwarder::new(config.sender, counter_start());
+        let core = Forwarder::with_conntrack(config.sender, counter_start(), config.conntrack);
         let mut worker = Worker::new(
             core,
             socket,

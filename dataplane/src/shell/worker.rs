@@ -41,6 +41,8 @@ pub(crate) struct Worker {
     /// A frame for another local TAP, copied out of its send slot.
     scratch: Box<[u8]>,
     origin: Instant,
+    /// When idle balanced flows were last expired.
+    last_expiry: Timestamp,
     /// How long to keep polling without sleeping after an event (see `DataplaneConfig`).
     busy_poll: std::time::Duration,
 }
@@ -86,6 +88,7 @@ impl Worker {
             tap_buf: vec![0; TAP_READ].into_boxed_slice(),
             scratch: vec![0; SLOT].into_boxed_slice(),
             origin: Instant::now(),
+            last_expiry: Timestamp(0),
             busy_poll,
         })
     }
@@ -122,6 +125,7 @@ impl Worker {
                     return;
                 }
             };
+            self.expire_flows();
             for event in &events[..n] {
                 match event.data() {
                     TOKEN_WAKE => {
@@ -134,6 +138,15 @@ impl Worker {
                     token => self.on_tap_readable(EndpointId((token - TOKEN_TAP_BASE) as u32)),
                 }
             }
+        }
+    }
+
+    /// About once a second (the epoll wait wakes at least that often), idle balanced flows go.
+    fn expire_flows(&mut self) {
+        let now = self.now();
+        if now.saturating_sub_nanos(self.last_expiry) >= 1_000_000_000 {
+            self.core.expire(now);
+            self.last_expiry = now;
         }
     }
 
@@ -164,7 +177,14 @@ impl Worker {
                     let mut shell = self.egress.counters.clone();
                     shell.datagrams_truncated = self.recv.truncated();
                     shell.datagrams_unknown_source = self.recv.unknown_source();
-                    let _ = reply.send(Stats { core, shell });
+                    let balancer = self.core.tables().balancer();
+                    let _ = reply.send(Stats {
+                        core,
+                        shell,
+                        balance: balancer.counters(),
+                        conntrack_entries: balancer.conntrack_len(),
+                        vips: balancer.stats(),
+                    });
                 }
                 Command::Stop => return false,
             }
