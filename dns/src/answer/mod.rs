@@ -2,6 +2,7 @@
 //! "ignore it"). No sockets, no clock; randomness (the shuffle of multi-address answers) comes
 //! from the caller's generator so tests are repeatable.
 
+mod fast;
 mod reply;
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,25 @@ pub enum Outcome {
 
 /// Answers one query from `snapshot` as seen from `scope`.
 pub fn answer(
+    snapshot: &Snapshot,
+    scope: &Scope,
+    ttls: Ttls,
+    query: &[u8],
+    transport: Transport,
+    rng: &mut impl Rng,
+) -> Outcome {
+    if let Some((bytes, truncated)) = fast::answer(snapshot, scope, ttls, query, transport, rng) {
+        return Outcome::Reply {
+            bytes,
+            kind: ReplyKind::Answer,
+            truncated,
+        };
+    }
+    general(snapshot, scope, ttls, query, transport, rng)
+}
+
+/// Every query the fast path does not take: decoded and encoded with hickory-proto.
+fn general(
     snapshot: &Snapshot,
     scope: &Scope,
     ttls: Ttls,

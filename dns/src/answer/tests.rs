@@ -743,3 +743,105 @@ fn bad_updates_are_refused_with_the_object_named() {
             .contains_key("probe")
     );
 }
+
+#[test]
+fn the_fast_path_answers_exactly_as_the_general_path() {
+    let mut records = fixture();
+    for (network, service) in [(
+        "front",
+        big_service(100).network("front").unwrap().services["big"].clone(),
+    )] {
+        set_service(&mut records, network, service);
+    }
+    let snapshot = records.snapshot();
+    let scope = scope(&["front", "back"]);
+    let mut taken = 0;
+    for name in [
+        "web",
+        "WWW.",
+        "tasks.web",
+        "web.1.aaa",
+        "toolbox",
+        "db",
+        "web.back",
+        "tasks.big",
+        "nosuch",
+        "_80._tcp.web",
+    ] {
+        for edns in [None, Some(100), Some(1232), Some(4096), Some(65000)] {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let query = query_bytes(name, RecordType::A, edns);
+                let fast = fast::answer(
+                    &snapshot,
+                    &scope,
+                    Ttls::default(),
+                    &query,
+                    transport,
+                    &mut StdRng::seed_from_u64(9),
+                );
+                let general = general(
+                    &snapshot,
+                    &scope,
+                    Ttls::default(),
+                    &query,
+                    transport,
+                    &mut StdRng::seed_from_u64(9),
+                );
+                let Some((bytes, truncated)) = fast else {
+                    continue;
+                };
+                taken += 1;
+                let Outcome::Reply {
+                    bytes: want,
+                    truncated: want_tc,
+                    ..
+                } = general
+                else {
+                    panic!("{name} {edns:?}: the general path did not answer: {general:?}")
+                };
+                assert_eq!(
+                    (bytes, truncated),
+                    (want, want_tc),
+                    "{name} edns {edns:?} over {transport:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        taken,
+        8 * 5 * 2,
+        "the fast path takes every A query for a held name"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, ..Default::default() })]
+
+    /// Whatever a mutated query looks like, when the fast path takes it, the general path
+    /// gives the same bytes.
+    #[test]
+    fn the_fast_path_never_disagrees_with_the_general_path(
+        which in 0usize..4,
+        edns in proptest::option::of(0u16..5000),
+        flips in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 0..4),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let names = ["web", "tasks.web", "db.back", "Toolbox"];
+        let mut query = query_bytes(names[which], RecordType::A, edns);
+        for (at, value) in flips {
+            let at = at % query.len();
+            query[at] = value;
+        }
+        let records = fixture();
+        let snapshot = records.snapshot();
+        let scope = scope(&["front", "back"]);
+        let fast = fast::answer(&snapshot, &scope, Ttls::default(), &query, Transport::Udp, &mut StdRng::seed_from_u64(seed));
+        if let Some((bytes, truncated)) = fast {
+            let general = general(&snapshot, &scope, Ttls::default(), &query, Transport::Udp, &mut StdRng::seed_from_u64(seed));
+            let Outcome::Reply { bytes: want, truncated: want_tc, .. } = general else {
+                panic!("general path: {general:?} for {query:?}")
+            };
+            proptest::prop_assert_eq!((bytes, truncated), (want, want_tc));
+        }
+    }
+}
