@@ -14,6 +14,7 @@
 
 pub mod balance;
 pub mod forward;
+pub mod mesh;
 pub mod seal;
 pub mod shell;
 pub mod types;

@@ -202,3 +202,41 @@ pub fn who_answers(
         Ok(lines)
     })
 }
+
+/// A UDP echo server in a namespace (each datagram sent back to its sender); stops on drop.
+#[derive(Debug)]
+pub struct UdpEchoServer {
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpEchoServer {
+    pub fn start(ns: &NetnsRef, addr: SocketAddr) -> io::Result<UdpEchoServer> {
+        let socket = in_netns(ns, move || std::net::UdpSocket::bind(addr))?;
+        // Wakes now and then to notice `stopping`.
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], peer);
+                }
+            }
+        });
+        Ok(UdpEchoServer {
+            stopping,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for UdpEchoServer {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
