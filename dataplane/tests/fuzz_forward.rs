@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use dataplane::balance::{Algorithm, BackendSpec, BackendState, ServiceSpec};
 use dataplane::forward::{
     DropReason, Forwarder, HEADROOM, NetworkKeyBytes, TAILROOM, Update, Verdict,
 };
@@ -44,12 +45,24 @@ fn node() -> Forwarder {
         local(2, sealed, [10, 20, 0, 2]),
         remote(plain, [10, 10, 0, 3], peer),
         remote(sealed, [10, 20, 0, 3], peer),
+        Update::SetService(ServiceSpec {
+            vni: plain,
+            vip: VIP,
+            algorithm: Algorithm::Maglev,
+            backends: vec![BackendSpec {
+                ip: Ipv4Addr::new(10, 10, 0, 3),
+                state: BackendState::Active,
+            }],
+        }),
     ];
     for u in updates {
         f.handle_update(u).unwrap();
     }
     f
 }
+
+/// A VIP on the plain network, balanced to the remote endpoint 10.10.0.3.
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 50);
 
 fn local(id: u32, vni: Vni, ip: [u8; 4]) -> Update {
     let ip = Ipv4Addr::from(ip);
@@ -89,6 +102,27 @@ fn endpoint_frame() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// A well-formed Ethernet + IPv4 header from endpoint 1 to the VIP (TCP, UDP or ICMP, valid
+/// total length) followed by arbitrary transport bytes: reaches the balancer's parsing.
+fn vip_frame() -> impl Strategy<Value = Vec<u8>> {
+    let proto = prop_oneof![Just(1u8), Just(6u8), Just(17u8), any::<u8>()];
+    (proto, proptest::collection::vec(any::<u8>(), 0..80)).prop_map(|(proto, l4)| {
+        let src = Ipv4Addr::new(10, 10, 0, 2);
+        let mut frame = vec![2, 0x42, 10, 10, 0, 50, 2, 0x42, 10, 10, 0, 2, 0x08, 0x00];
+        let header = etherparse::Ipv4Header::new(
+            l4.len() as u16,
+            64,
+            etherparse::IpNumber(proto),
+            src.octets(),
+            VIP.octets(),
+        )
+        .unwrap();
+        header.write(&mut frame).unwrap();
+        frame.extend(l4);
+        frame
+    })
+}
+
 fn datagram() -> impl Strategy<Value = Vec<u8>> {
     let head = prop_oneof![
         Just(vec![]),
@@ -108,7 +142,10 @@ proptest! {
 
     #[test]
     fn arbitrary_endpoint_frames_never_panic_and_every_drop_is_counted(
-        frames in proptest::collection::vec((1u32..4, endpoint_frame()), 1..8)
+        frames in proptest::collection::vec(
+            (1u32..4, prop_oneof![endpoint_frame(), vip_frame()]),
+            1..8,
+        )
     ) {
         let mut f = node();
         let mut dropped = 0;

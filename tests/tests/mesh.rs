@@ -319,3 +319,37 @@ fn publishing_a_port_twice_is_refused_with_the_port_named() {
     assert!(lab.meshes[0].unpublish(Protocol::Tcp, PUBLISHED));
     assert!(!lab.meshes[0].unpublish(Protocol::Tcp, PUBLISHED));
 }
+
+#[test]
+fn mode_host_listens_only_where_the_task_runs_and_goes_straight_to_it() {
+    let lab = Lab::start("mesh_mode_host", MeshConfig::default());
+    // t3 runs on n3: only n3 publishes, straight to t3's address (no VIP, no balancing).
+    let t3 = SocketAddr::from((lab.cluster.ip("t3", "ingress"), 80));
+    lab.meshes[2]
+        .publish(PublishedPort {
+            protocol: Protocol::Tcp,
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9090)),
+            target: t3,
+            proxy_protocol: false,
+        })
+        .unwrap();
+    let lines = who_answers(
+        lab.outside(),
+        lab.node_addr(2, 9090),
+        10,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(lines.iter().all(|l| l.starts_with("t3 ")), "{lines:?}");
+    let elsewhere = tests::traffic::connect_error(
+        lab.outside(),
+        lab.node_addr(0, 9090),
+        Duration::from_secs(2),
+    );
+    let (err, _) = elsewhere.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "n1 does not listen: {err}"
+    );
+}
