@@ -1,21 +1,38 @@
-//! `shoal-demo`: a three-node overlay on this host, built from network namespaces, with a
-//! plain and an encrypted network; prints who reaches whom and what each node's dataplane
-//! counted, then removes everything. The forerunner of `shoal lab` (which will deploy stacks
-//! through the manager and agents); this one feeds the dataplanes directly.
+//! `shoal-demo`: a three-node cluster on this host, built from network namespaces, with a
+//! plain and an encrypted network and the ingress network; prints who reaches whom, what the
+//! names resolve to inside the containers, how connections to a service spread over its tasks
+//! (through its VIP, and through a published port on every node), and what each node's
+//! dataplane counted, then removes everything. The forerunner of `shoal lab` (which will
+//! deploy stacks through the manager and agents); this one feeds the dataplanes and the
+//! resolver directly.
 //!
 //! Needs root. All traffic stays inside the namespaces it creates.
 
+mod discovery;
+mod services;
+
 use std::process::ExitCode;
-use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, PUBLIC, SECRET};
+use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec, PUBLIC, SECRET};
+
+/// Index of the ingress network in [`spec`].
+const INGRESS: usize = 2;
+/// The application containers (the rest are the nodes' ingress sandboxes).
+const APPS: [&str; 5] = ["web-1", "web-2", "api-1", "db-1", "db-2"];
 
 fn spec() -> ClusterSpec {
-    ClusterSpec::public_and_secret(vec![
-        ContainerSpec::new("web-1", 0, &[(PUBLIC, 2)]),
-        ContainerSpec::new("web-2", 1, &[(PUBLIC, 3)]),
+    let mut spec = ClusterSpec::public_and_secret(vec![
+        ContainerSpec::new("web-1", 0, &[(PUBLIC, 2), (INGRESS, 2)]),
+        ContainerSpec::new("web-2", 1, &[(PUBLIC, 3), (INGRESS, 3)]),
         ContainerSpec::new("api-1", 2, &[(PUBLIC, 4), (SECRET, 4)]),
         ContainerSpec::new("db-1", 1, &[(SECRET, 2)]),
         ContainerSpec::new("db-2", 2, &[(SECRET, 3)]),
-    ])
+        ContainerSpec::new("ingress-sbox-1", 0, &[(INGRESS, 201)]),
+        ContainerSpec::new("ingress-sbox-2", 1, &[(INGRESS, 202)]),
+        ContainerSpec::new("ingress-sbox-3", 2, &[(INGRESS, 203)]),
+    ]);
+    spec.networks
+        .push(NetworkSpec::new("ingress", 4098, "10.255.0.0/24", false));
+    spec
 }
 
 fn main() -> ExitCode {
@@ -39,7 +56,7 @@ fn run() -> std::io::Result<()> {
         "Building a {}-node overlay in network namespaces...",
         spec.nodes
     );
-    let cluster = Cluster::start("demo", spec)?;
+    let mut cluster = Cluster::start("demo", spec)?;
     println!("\nNodes (underlay 192.168.77.0/24, one dataplane thread each, UDP 4789):");
     for n in &cluster.nodes {
         println!("  {:<4} {}", n.node.name, n.node.underlay_ip);
@@ -58,7 +75,12 @@ fn run() -> std::io::Result<()> {
         );
     }
     println!("\nContainers:");
-    for c in &cluster.spec.containers {
+    for c in cluster
+        .spec
+        .containers
+        .iter()
+        .filter(|c| APPS.contains(&c.name))
+    {
         let addrs: Vec<String> = c
             .attachments
             .iter()
@@ -71,7 +93,7 @@ fn run() -> std::io::Result<()> {
     }
 
     println!("\nWho reaches whom (ping from row to column, each address of the column):");
-    let names: Vec<&str> = cluster.spec.containers.iter().map(|c| c.name).collect();
+    let names = APPS;
     print!("  {:<8}", "");
     for to in &names {
         print!("{to:<14}");
@@ -90,6 +112,9 @@ fn run() -> std::io::Result<()> {
         println!();
     }
     println!("  (a container reaches only the networks it is attached to; the rest is refused)");
+
+    discovery::show(&cluster)?;
+    services::show(&mut cluster)?;
 
     println!("\nDataplane counters:");
     for (n, stats) in cluster.nodes.iter().zip(cluster.stats()?) {
@@ -128,6 +153,7 @@ fn reach(cluster: &Cluster, from: &str, to: &str) -> String {
     let ns = &cluster.container(from).netns_name;
     spec.attachments
         .iter()
+        .filter(|(ni, _)| *ni != INGRESS)
         .map(|(ni, _)| {
             let net = cluster.spec.networks[*ni].name;
             let ip = cluster.ip(to, net).to_string();
