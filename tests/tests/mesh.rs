@@ -126,6 +126,33 @@ impl Lab {
     fn outside(&self) -> &NetnsRef {
         &self.outside.ns
     }
+
+    /// A connection from outside the cluster to `dst`, reads bounded by 5 s.
+    fn connect(&self, dst: SocketAddr) -> TcpStream {
+        let stream = in_netns(self.outside(), move || {
+            TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+        })
+        .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    }
+}
+
+/// Connects from outside to `dst`, and returns how long until the mesh closed the connection
+/// without a byte served (panics if something was served).
+#[allow(clippy::disallowed_methods)] // tests measure wall time
+fn closed_unserved_after(lab: &Lab, dst: SocketAddr) -> Duration {
+    let started = std::time::Instant::now();
+    let mut stream = lab.connect(dst);
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        stream.read(&mut buf).unwrap_or(0),
+        0,
+        "closed, nothing served"
+    );
+    started.elapsed()
 }
 
 fn read_line(stream: &mut TcpStream) -> String {
@@ -186,13 +213,7 @@ fn with_proxy_protocol_the_task_learns_the_real_client() {
     let lab = Lab::start("mesh_proxy_v2", MeshConfig::default());
     lab.publish(Protocol::Tcp, 8081, 80, true);
     let dst = lab.node_addr(1, 8081);
-    let mut stream = in_netns(lab.outside(), move || {
-        TcpStream::connect_timeout(&dst, Duration::from_secs(5))
-    })
-    .unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let mut stream = lab.connect(dst);
     let _greeting = read_line(&mut stream);
     // The whoami task echoes what it received: first of all, the header the mesh sent it.
     let mut header = [0u8; 28];
@@ -214,26 +235,8 @@ fn scaled_to_zero_a_published_port_closes_clients_at_once_and_serves_again_later
     lab.publish(Protocol::Tcp, PUBLISHED, 80, false);
     lab.set_backends(&[]);
     let dst = lab.node_addr(0, PUBLISHED);
-    #[allow(clippy::disallowed_methods)] // tests measure wall time
-    let started = std::time::Instant::now();
-    let mut stream = in_netns(lab.outside(), move || {
-        TcpStream::connect_timeout(&dst, Duration::from_secs(5))
-    })
-    .unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    assert_eq!(
-        stream.read(&mut buf).unwrap_or(0),
-        0,
-        "closed, nothing served"
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    let took = closed_unserved_after(&lab, dst);
+    assert!(took < Duration::from_millis(500), "closed after {took:?}");
     lab.set_backends(&["t3"]);
     let lines = who_answers(lab.outside(), dst, 3, Duration::from_secs(5)).unwrap();
     assert!(lines.iter().all(|l| l.starts_with("t3 ")), "{lines:?}");
@@ -255,19 +258,7 @@ fn a_backend_that_never_answers_times_the_connect_out_and_closes_the_client() {
         .exec_ok(&t1, &["ip", "link", "set", "eth0", "down"]);
     lab.set_backends(&["t1"]);
     lab.publish(Protocol::Tcp, PUBLISHED, 80, false);
-    let dst = lab.node_addr(2, PUBLISHED);
-    #[allow(clippy::disallowed_methods)] // tests measure wall time
-    let started = std::time::Instant::now();
-    let mut stream = in_netns(lab.outside(), move || {
-        TcpStream::connect_timeout(&dst, Duration::from_secs(5))
-    })
-    .unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    assert_eq!(stream.read(&mut buf).unwrap_or(0), 0);
-    let took = started.elapsed();
+    let took = closed_unserved_after(&lab, lab.node_addr(2, PUBLISHED));
     assert!(
         took >= Duration::from_millis(700) && took < Duration::from_secs(3),
         "closed after {took:?}"

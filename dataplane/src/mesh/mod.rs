@@ -88,6 +88,14 @@ pub enum PublishError {
     },
 }
 
+/// What the relay tasks of one published port share (the TCP and UDP relays are methods).
+#[derive(Debug)]
+struct Relay {
+    spec: PublishedPort,
+    config: MeshConfig,
+    counters: Arc<PortCounters>,
+}
+
 #[derive(Debug)]
 struct Published {
     spec: PublishedPort,
@@ -155,20 +163,23 @@ impl RoutingMesh {
             addr: listen,
             source,
         };
+        let relay = Relay {
+            spec: spec.clone(),
+            config: self.config,
+            counters: counters.clone(),
+        };
         let task = match spec.protocol {
             Protocol::Tcp => {
                 let listener =
                     in_netns_or_current(self.node_netns.as_ref(), move || tcp::bind(listen))
                         .map_err(listen_error)?;
-                let relay = tcp::Relay::new(spec.clone(), self.config, counters.clone());
-                self.runtime.spawn(relay.serve(listener))
+                self.runtime.spawn(relay.serve_tcp(listener))
             }
             Protocol::Udp => {
                 let socket =
                     in_netns_or_current(self.node_netns.as_ref(), move || udp::bind(listen))
                         .map_err(listen_error)?;
-                let relay = udp::Relay::new(spec.clone(), self.config, counters.clone());
-                self.runtime.spawn(relay.serve(socket))
+                self.runtime.spawn(relay.serve_udp(socket))
             }
         };
         ports.insert(

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::stats::{ActiveGuard, PortCounters};
-use super::{MeshConfig, PublishedPort, proxy_v2};
+use super::{Relay, proxy_v2};
 
 /// A listening socket on `addr` (in the calling thread's namespace), non-blocking.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -27,23 +27,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-#[derive(Debug)]
-pub struct Relay {
-    spec: PublishedPort,
-    config: MeshConfig,
-    counters: Arc<PortCounters>,
-}
-
 impl Relay {
-    pub fn new(spec: PublishedPort, config: MeshConfig, counters: Arc<PortCounters>) -> Self {
-        Self {
-            spec,
-            config,
-            counters,
-        }
-    }
-
-    pub async fn serve(self, listener: std::net::TcpListener) {
+    pub async fn serve_tcp(self, listener: std::net::TcpListener) {
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => return tracing::error!("mesh: cannot serve {}: {e}", self.spec.listen),

@@ -13,20 +13,13 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::stats::{ActiveGuard, PortCounters};
-use super::{MeshConfig, PublishedPort, proxy_v2};
+use super::{Relay, proxy_v2};
 
 /// A UDP socket on `addr` (in the calling thread's namespace), non-blocking.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
-}
-
-#[derive(Debug)]
-pub struct Relay {
-    spec: PublishedPort,
-    config: MeshConfig,
-    counters: Arc<PortCounters>,
 }
 
 #[derive(Debug)]
@@ -44,15 +37,7 @@ impl Drop for Session {
 }
 
 impl Relay {
-    pub fn new(spec: PublishedPort, config: MeshConfig, counters: Arc<PortCounters>) -> Self {
-        Self {
-            spec,
-            config,
-            counters,
-        }
-    }
-
-    pub async fn serve(self, socket: std::net::UdpSocket) {
+    pub async fn serve_udp(self, socket: std::net::UdpSocket) {
         let socket = match UdpSocket::from_std(socket) {
             Ok(s) => Arc::new(s),
             Err(e) => return tracing::error!("mesh: cannot serve {}: {e}", self.spec.listen),

@@ -278,28 +278,24 @@ fn tasks_and_aliases_answer_enabled_task_addresses_with_the_short_ttl() {
         );
         assert!(reply.answers.iter().all(|r| r.ttl == 5), "{name}");
     }
-    assert_eq!(
-        addrs(&asked.reply("www", RecordType::A).0),
-        ips(&["10.0.1.2"]),
-        "an alias answers the VIP"
-    );
-    assert_eq!(
-        addrs(&asked.reply("web.1.aaa", RecordType::A).0),
-        ips(&["10.0.1.3"])
-    );
-    assert_eq!(
-        addrs(&asked.reply("web.3.ccc", RecordType::A).0),
-        ips(&["10.0.1.5"]),
-        "a disabled task keeps its own name"
-    );
-    assert_eq!(
-        addrs(&asked.reply("box", RecordType::A).0),
-        ips(&["10.0.1.9"])
-    );
-    assert_eq!(
-        addrs(&asked.reply("toolbox", RecordType::A).0),
-        ips(&["10.0.1.9"])
-    );
+    let cases = [
+        ("www", "10.0.1.2", "an alias answers the VIP"),
+        ("web.1.aaa", "10.0.1.3", "a task's own name"),
+        (
+            "web.3.ccc",
+            "10.0.1.5",
+            "a disabled task keeps its own name",
+        ),
+        ("box", "10.0.1.9", "a container's name"),
+        ("toolbox", "10.0.1.9", "a container's alias"),
+    ];
+    for (name, want, why) in cases {
+        assert_eq!(
+            addrs(&asked.reply(name, RecordType::A).0),
+            ips(&[want]),
+            "{name}: {why}"
+        );
+    }
 }
 
 #[test]
