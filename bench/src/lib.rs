@@ -1,7 +1,9 @@
 //! Shared helpers of the benchmark programs: summaries of repeated runs (median [min..max]),
-//! Markdown tables, and the machine facts every report starts with; and [`overlay`], the
-//! overlay benchmark itself (`src/bin/overlay.rs` only calls [`overlay::run`]).
+//! Markdown tables, and the machine facts every report starts with; [`overlay`], the overlay
+//! benchmark itself (`src/bin/overlay.rs` only calls [`overlay::run`]); and [`dns`], the DNS
+//! benchmark (`src/bin/dns.rs` calls [`dns::run`]).
 
+pub mod dns;
 pub mod overlay;
 
 use std::process::{Command, Stdio};

@@ -7,7 +7,7 @@ use tests::testbed::{list_netns, owner_pid};
 
 /// Which code was measured: the commit, files of the tree that differ from it (outside
 /// bench/), and when this binary was built.
-pub(super) fn revision() -> String {
+pub(crate) fn revision() -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let head = first_line_of(&["git", "-C", root, "log", "-1", "--format=%h %s"]);
     let dirty: Vec<String> = Command::new("git")
@@ -38,7 +38,7 @@ pub(super) fn revision() -> String {
 }
 
 /// What else loads the machine: the load average and other processes' testbed namespaces.
-pub(super) fn load() -> String {
+pub(crate) fn load() -> String {
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| {

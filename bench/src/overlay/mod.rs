@@ -29,7 +29,7 @@
 //! `conditions` records the code and the machine's load, `signals` cleans up on a signal.
 #![allow(clippy::disallowed_methods)] // A benchmark reads the clock; that is its job.
 
-mod conditions;
+pub(crate) mod conditions;
 mod counters;
 mod measure;
 mod paths;
