@@ -181,6 +181,20 @@ pub fn connect_error(
     result.map_err(|e| (e, start.elapsed()))
 }
 
+/// Reads one line (up to and including `\n`, or to EOF) byte by byte, so nothing after it is
+/// consumed: the rest of the stream stays for the caller (an echo after a greeting).
+pub fn read_line(stream: &mut TcpStream) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        if stream.read(&mut byte)? == 0 {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Opens `count` connections from `ns` to `dst` one after the other and returns the first
 /// line each one read (a [`EchoServer::whoami`] greeting). Bounded: each connect and read
 /// waits `timeout` at most.

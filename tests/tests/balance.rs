@@ -10,7 +10,7 @@ use std::time::Duration;
 use dataplane::balance::{Algorithm, BackendSpec, BackendState, ServiceSpec};
 use dataplane::forward::Update;
 use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, PUBLIC};
-use tests::traffic::{EchoServer, connect_error, who_answers};
+use tests::traffic::{EchoServer, connect_error, read_line, who_answers};
 
 const PORT: u16 = 80;
 const TASKS: [&str; 4] = ["t1", "t2", "t3", "t4"];
@@ -158,13 +158,8 @@ fn a_draining_backend_finishes_its_connection_and_a_removed_one_is_reset() {
     })
     .unwrap();
     held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut greeting = [0u8; 64];
-    let n = held.read(&mut greeting).unwrap();
-    let first = String::from_utf8_lossy(&greeting[..n])
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let greeting = read_line(&mut held).unwrap();
+    let first = greeting.split(' ').next().unwrap().to_owned();
     let other = if first == "t1" { "t3" } else { "t1" };
 
     // Draining: the held connection still echoes; new connections all go to the other task.
@@ -186,4 +181,17 @@ fn a_draining_backend_finishes_its_connection_and_a_removed_one_is_reset() {
     let err = held.read(&mut buf).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert!(mesh.connections("c2", 5).iter().all(|(t, _)| t == other));
+}
+
+#[test]
+fn a_task_calling_its_own_service_is_served_by_another_task() {
+    let mesh = Mesh::start("lb_self");
+    mesh.set_active(&TASKS);
+    let served = mesh.connections("t1", 30);
+    assert!(served.iter().all(|(t, _)| t != "t1"), "{served:?}");
+    assert_eq!(
+        served.iter().filter(|(t, _)| t == "t2").count(),
+        10,
+        "the others in turn: {served:?}"
+    );
 }

@@ -14,7 +14,7 @@ use dataplane::mesh::{MeshConfig, Protocol, PublishedPort, RoutingMesh, proxy_v2
 use dataplane::shell::netns::{NetnsRef, in_netns};
 use tests::Node;
 use tests::cluster::{Cluster, ClusterSpec, ContainerSpec, NetworkSpec};
-use tests::traffic::{EchoServer, UdpEchoServer, who_answers};
+use tests::traffic::{EchoServer, UdpEchoServer, read_line, who_answers};
 
 const INGRESS: usize = 0;
 const TASKS: [&str; 4] = ["t1", "t2", "t3", "t4"];
@@ -155,18 +155,6 @@ fn closed_unserved_after(lab: &Lab, dst: SocketAddr) -> Duration {
     started.elapsed()
 }
 
-fn read_line(stream: &mut TcpStream) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.last() != Some(&b'\n') {
-        if stream.read(&mut byte).unwrap() == 0 {
-            break;
-        }
-        line.push(byte[0]);
-    }
-    String::from_utf8(line).unwrap()
-}
-
 #[test]
 fn a_published_port_on_every_node_spreads_connections_over_every_task() {
     let lab = Lab::start("mesh_spread", MeshConfig::default());
@@ -214,7 +202,7 @@ fn with_proxy_protocol_the_task_learns_the_real_client() {
     lab.publish(Protocol::Tcp, 8081, 80, true);
     let dst = lab.node_addr(1, 8081);
     let mut stream = lab.connect(dst);
-    let _greeting = read_line(&mut stream);
+    let _greeting = read_line(&mut stream).unwrap();
     // The whoami task echoes what it received: first of all, the header the mesh sent it.
     let mut header = [0u8; 28];
     stream.read_exact(&mut header).unwrap();

@@ -253,7 +253,7 @@ impl Balancer {
         let Some(service) = self.services.get_mut(&(packet.key.vni, packet.key.dst)) else {
             return Err(refusal(packet.kind));
         };
-        let Some(index) = service.pick(hash, random) else {
+        let Some(index) = service.pick(packet.key.src, hash, random) else {
             self.counters.no_backend += 1;
             return Err(refusal(packet.kind));
         };

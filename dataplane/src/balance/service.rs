@@ -127,26 +127,45 @@ impl VipService {
             .map(|(i, _)| i)
     }
 
+    /// [`eligible`](Self::eligible) without the client itself.
+    fn eligible_for(&self, client: Ipv4Addr) -> impl Iterator<Item = usize> + '_ {
+        self.eligible()
+            .filter(move |&i| self.backends[i].ip != client)
+    }
+
     pub fn has_eligible(&self) -> bool {
         self.eligible().next().is_some()
     }
 
-    /// Picks the backend of a new flow. `flow_hash` is the flow's stable hash; `random` a
-    /// fresh random number (for two-choices). `None` when no backend takes new flows.
-    pub fn pick(&mut self, flow_hash: u64, random: u64) -> Option<usize> {
+    /// Picks the backend of a new flow from `client`. `flow_hash` is the flow's stable hash;
+    /// `random` a fresh random number (for two-choices). `None` when no backend takes new
+    /// flows.
+    ///
+    /// A client is never its own backend: a task connecting to its own service's VIP would
+    /// get its own packet back with its own source address, which its kernel drops (Docker's
+    /// IPVS has the same hole). Another task serves it; if it is the only one, it is refused.
+    pub fn pick(&mut self, client: Ipv4Addr, flow_hash: u64, random: u64) -> Option<usize> {
         let n = self.backends.len();
         let picked = match self.algorithm {
-            Algorithm::RoundRobin => self.next_in_turn(|_| true),
+            Algorithm::RoundRobin => self.next_in_turn(|b| b.ip != client),
             Algorithm::LeastConnections => {
-                let least = self.eligible().map(|i| self.backends[i].active).min()?;
-                self.next_in_turn(|b| b.active == least)
+                let least = self
+                    .eligible_for(client)
+                    .map(|i| self.backends[i].active)
+                    .min()?;
+                self.next_in_turn(|b| b.active == least && b.ip != client)
             }
             Algorithm::Maglev => {
-                let slot = self.maglev.lookup(flow_hash)?;
-                self.maglev_backends.get(slot).copied()
+                // Probing other hashes of the same flow keeps the choice the same on every node.
+                (0..=MAGLEV_PROBES).find_map(|k: u64| {
+                    let hash = flow_hash ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let slot = self.maglev.lookup(hash)?;
+                    let i = *self.maglev_backends.get(slot)?;
+                    (self.backends[i].ip != client).then_some(i)
+                })
             }
             Algorithm::TwoChoices => {
-                let eligible: Vec<usize> = self.eligible().collect();
+                let eligible: Vec<usize> = self.eligible_for(client).collect();
                 let len = eligible.len() as u64;
                 let first = *eligible.get(usize::try_from(random % len.max(1)).ok()?)?;
                 let second = if len > 1 {
@@ -195,6 +214,9 @@ impl VipService {
         self.backends.iter().find(|b| b.ip == ip)
     }
 }
+
+/// How many other hashes Maglev tries when a flow's first choice is its own client.
+const MAGLEV_PROBES: u64 = 32;
 
 /// The hash a flow is balanced by: the same on every node (Maglev's promise).
 pub fn flow_hash(key_bytes: &[u8]) -> u64 {

@@ -487,3 +487,30 @@ fn malformed_and_unbalanceable_packets_never_panic() {
         let _ = b.inbound(at(1), vni(), &mut cut);
     }
 }
+
+#[test]
+fn a_client_is_never_its_own_backend() {
+    for algorithm in [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::Maglev,
+        Algorithm::TwoChoices,
+    ] {
+        let mut b = balancer(algorithm, &["10.0.0.10", "10.0.0.11", "10.0.0.12"]);
+        for port in 0..300 {
+            assert_ne!(
+                open(&mut b, at(1), "10.0.0.11", 1000 + port),
+                ip("10.0.0.11"),
+                "{algorithm:?}"
+            );
+        }
+        // Alone in its service, it is refused rather than sent its own packets.
+        let mut alone = balancer(algorithm, &["10.0.0.11"]);
+        let mut syn = tcp("10.0.0.11", 5000, VIP, 80, "S");
+        assert_eq!(
+            alone.outbound(at(1), vni(), &mut syn),
+            Outbound::Answer(Answer::Reset),
+            "{algorithm:?}"
+        );
+    }
+}
