@@ -1,4 +1,8 @@
 //! shoal's control plane: gossip, the manager, the agent, the CLI, the CNI plugin, the lab.
 //!
-//! Not built yet: the gossip, manager and agent issues grow it. It composes `dataplane` and
-//! `dns`, which never depend on it.
+//! It composes `dataplane` and `dns`, which never depend on it.
+//!
+//! - [`manager`]: the desired state: nodes, networks, services, tasks; allocation and
+//!   scheduling (issue 5).
+
+pub mod manager;
