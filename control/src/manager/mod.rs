@@ -1,12 +1,13 @@
 //! The thin manager's core: the desired state (nodes, networks, services, tasks), the address
-//! management and the scheduling that realise it. Sans-IO: commands in, state out; the store,
-//! the API on 2377 and trust come in their own shells.
+//! management and the scheduling that realise it. Sans-IO but for [`store`]: commands in, state
+//! out; the API on 2377 and trust come in their own shells.
 //!
 //! - [`model`]: the objects; [`command`]: what can be asked;
 //! - [`state`]: applying a command whole, and reconciling tasks with it;
 //! - [`ipam`]: subnets, addresses, VNIs, published ports;
 //! - [`schedule`]: which node takes a task; [`constraint`]: placement constraints;
-//! - [`error`]: refusals that name the object, the cause and the fix.
+//! - [`error`]: refusals that name the object, the cause and the fix;
+//! - [`store`]: the state kept in redb across restarts.
 
 pub mod command;
 pub mod constraint;
@@ -15,9 +16,11 @@ pub mod ipam;
 pub mod model;
 pub mod schedule;
 pub mod state;
+pub mod store;
 #[cfg(test)]
 mod tests;
 
 pub use command::{Applied, Command};
 pub use error::ManagerError;
 pub use state::State;
+pub use store::{ApplyError, Manager};
