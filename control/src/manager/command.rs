@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::KeyBytes;
 use super::model::{Availability, NetworkSpec, NodeStatus, Role, ServiceSpec, TaskState};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +68,19 @@ pub enum Command {
     AttachContainer {
         network: String,
         name: String,
+        node: String,
+    },
+    /// A new key for an encrypted network (the caller draws the bytes): received first,
+    /// sent with once every attached node has acknowledged it.
+    RotateKey {
+        network: String,
+        key: KeyBytes,
+    },
+    /// A node holds a key epoch of a network.
+    KeyAck {
+        node: String,
+        network: String,
+        epoch: u32,
     },
     DetachContainer {
         container: String,

@@ -89,6 +89,10 @@ pub enum ManagerError {
     ScaleGlobal { service: String },
     #[error("node {node:?} still runs as a manager: demote it first")]
     RemoveManager { node: String },
+    #[error(
+        "network {network:?} is not encrypted: it has no keys to rotate (create it with --opt encrypted)"
+    )]
+    NotEncrypted { network: String },
     #[error("address {ip} is not in network {network:?}")]
     NotInNetwork { network: String, ip: Ipv4Addr },
 }

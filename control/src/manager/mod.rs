@@ -7,18 +7,22 @@
 //! - [`ipam`]: subnets, addresses, VNIs, published ports;
 //! - [`schedule`]: which node takes a task; [`constraint`]: placement constraints;
 //! - [`error`]: refusals that name the object, the cause and the fix;
+//! - [`keys`]: encrypted networks' key sets and their hitless rotation;
+//! - [`view`]: what one node is told (its networks and their keys, its tasks, the services);
 //! - [`store`]: the state kept in redb across restarts.
 
 pub mod command;
 pub mod constraint;
 pub mod error;
 pub mod ipam;
+pub mod keys;
 pub mod model;
 pub mod schedule;
 pub mod state;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
 pub use command::{Applied, Command};
 pub use error::ManagerError;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::command::{Applied, Command};
 use super::error::ManagerError;
 use super::ipam::{Ipam, PoolConfig};
+use super::keys::Keys;
 use super::model::{
     EndpointMode, Network, NetworkSpec, Node, NodeStatus, PublishMode, RestartCondition, Role,
     Service, ServiceMode, ServiceSpec, Task, TaskState,
@@ -31,6 +32,8 @@ type HistoryKey = (String, Option<u32>, Option<String>);
 pub struct Container {
     pub id: String,
     pub name: String,
+    /// The node whose agent attached it.
+    pub node: String,
     pub network: String,
     pub address: Ipv4Addr,
 }
@@ -45,6 +48,8 @@ pub struct State {
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
     pub containers: BTreeMap<String, Container>,
+    /// Key sets of the encrypted networks, by network id.
+    pub keys: Keys,
 }
 
 impl State {
@@ -60,6 +65,7 @@ impl State {
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
             containers: BTreeMap::new(),
+            keys: Keys::new(),
         };
         let spec = NetworkSpec {
             name: INGRESS.into(),
@@ -246,8 +252,13 @@ impl State {
                 task.observed = observed;
                 task.message = message;
             }
-            Command::AttachContainer { network, name } => {
+            Command::AttachContainer {
+                network,
+                name,
+                node,
+            } => {
                 check_name("container", &name)?;
+                let node = self.node(&node)?.id.clone();
                 let net = self.network(&network)?.clone();
                 if net.ingress {
                     return Err(ManagerError::IngressAttach {
@@ -271,17 +282,36 @@ impl State {
                 }
                 let address = self.ipam.allocate(&net.id, &net.spec.name)?;
                 let id = self.new_id();
-                self.containers.insert(
-                    id.clone(),
-                    Container {
-                        id: id.clone(),
-                        name,
-                        network: net.id,
-                        address,
-                    },
-                );
+                let container = Container {
+                    id: id.clone(),
+                    name,
+                    node,
+                    network: net.id,
+                    address,
+                };
+                self.containers.insert(id.clone(), container);
                 applied.id = Some(id);
                 applied.address = Some(address);
+            }
+            Command::RotateKey { network, key } => {
+                let net = self.network(&network)?.clone();
+                if !net.spec.encrypted {
+                    return Err(ManagerError::NotEncrypted {
+                        network: net.spec.name,
+                    });
+                }
+                self.keys.entry(net.id).or_default().rotate(key);
+            }
+            Command::KeyAck {
+                node,
+                network,
+                epoch,
+            } => {
+                let node = self.node(&node)?.id.clone();
+                let net = self.network(&network)?.id.clone();
+                if let Some(keys) = self.keys.get_mut(&net) {
+                    keys.ack(&node, epoch);
+                }
             }
             Command::DetachContainer { container } => {
                 let c = self
@@ -506,7 +536,20 @@ impl State {
         }
         self.retire_tasks();
         self.prune_history();
+        self.settle_keys();
         failures
+    }
+
+    /// Moves each key rotation on once every attached node holds the new key. (A network with
+    /// no node attached yet switches at once: nobody could miss a frame.)
+    fn settle_keys(&mut self) {
+        let ids: Vec<String> = self.keys.keys().cloned().collect();
+        for id in ids {
+            let attached = self.attached_nodes(&id);
+            if let Some(keys) = self.keys.get_mut(&id) {
+                keys.settle(&attached);
+            }
+        }
     }
 
     /// Tasks on nodes that may not keep them (drained, down, constraints no longer met) stop;

@@ -425,6 +425,7 @@ fn refusals_name_the_object_the_cause_and_the_fix_and_change_nothing() {
             Command::AttachContainer {
                 network: "public".into(),
                 name: "box".into(),
+                node: "n2".into(),
             },
             "--attachable",
         ),
@@ -432,6 +433,7 @@ fn refusals_name_the_object_the_cause_and_the_fix_and_change_nothing() {
             Command::AttachContainer {
                 network: "ingress".into(),
                 name: "box".into(),
+                node: "n2".into(),
             },
             "routing mesh",
         ),
@@ -528,6 +530,7 @@ fn attachable_networks_take_standalone_containers() {
         .apply(Command::AttachContainer {
             network: "shared".into(),
             name: "box".into(),
+            node: "n2".into(),
         })
         .unwrap();
     assert_eq!(applied.address, Some(ip("10.0.2.2")));
@@ -624,4 +627,148 @@ fn the_state_round_trips_through_json_for_the_store() {
         cluster().network("public").unwrap().id,
         state.network("public").unwrap().id
     );
+}
+
+fn encrypted_cluster() -> State {
+    let mut state = cluster();
+    let spec = NetworkSpec {
+        name: "secret".into(),
+        encrypted: true,
+        ..Default::default()
+    };
+    state.apply(Command::CreateNetwork(spec)).unwrap();
+    let mut db = replicated("db", 1);
+    db.networks = vec![Attachment {
+        network: "secret".into(),
+        aliases: vec![],
+    }];
+    db.constraints = vec!["node.hostname==n2".parse().unwrap()];
+    create(&mut state, db);
+    let mut api = replicated("api", 1);
+    api.networks = vec![Attachment {
+        network: "secret".into(),
+        aliases: vec![],
+    }];
+    api.constraints = vec!["node.hostname==n3".parse().unwrap()];
+    create(&mut state, api);
+    state
+}
+
+fn keys_of(state: &State, node: &str) -> Option<super::keys::KeySet> {
+    let id = state.node(node).unwrap().id.clone();
+    let view = state.node_view(&id);
+    view.networks
+        .into_iter()
+        .find(|n| n.name == "secret")
+        .and_then(|n| n.keys)
+}
+
+fn ack(state: &mut State, node: &str, epoch: u32) {
+    state
+        .apply(Command::KeyAck {
+            node: node.into(),
+            network: "secret".into(),
+            epoch,
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_key_rotation_goes_rx_first_then_tx_and_reaches_only_attached_nodes() {
+    use super::keys::KeyBytes;
+    let mut state = encrypted_cluster();
+    let rotate = |state: &mut State, byte: u8| {
+        state
+            .apply(Command::RotateKey {
+                network: "secret".into(),
+                key: KeyBytes([byte; 32]),
+            })
+            .unwrap();
+    };
+    rotate(&mut state, 1);
+    // n2 and n3 run tasks on secret; n1 does not and never sees its keys.
+    assert!(keys_of(&state, "n1").is_none());
+    let n2 = keys_of(&state, "n2").unwrap();
+    assert_eq!(
+        (n2.epochs.len(), n2.tx),
+        (1, None),
+        "installed for receiving only"
+    );
+    ack(&mut state, "n2", 1);
+    assert_eq!(
+        keys_of(&state, "n3").unwrap().tx,
+        None,
+        "n3 has not acknowledged yet"
+    );
+    ack(&mut state, "n3", 1);
+    assert_eq!(
+        keys_of(&state, "n3").unwrap().tx,
+        Some(1),
+        "every attached node holds it: send with it"
+    );
+    // Second and third rotations: the new key is received first, then sent with; the key before
+    // the previous one is dropped.
+    rotate(&mut state, 2);
+    let view = keys_of(&state, "n2").unwrap();
+    assert_eq!(
+        (
+            view.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+            view.tx
+        ),
+        (vec![1, 2], Some(1))
+    );
+    ack(&mut state, "n2", 2);
+    ack(&mut state, "n3", 2);
+    assert_eq!(keys_of(&state, "n2").unwrap().tx, Some(2));
+    rotate(&mut state, 3);
+    ack(&mut state, "n2", 3);
+    ack(&mut state, "n3", 3);
+    let view = keys_of(&state, "n3").unwrap();
+    assert_eq!(
+        (
+            view.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+            view.tx
+        ),
+        (vec![2, 3], Some(3))
+    );
+    // Plain networks have no keys to rotate.
+    let err = state
+        .apply(Command::RotateKey {
+            network: "public".into(),
+            key: KeyBytes([9; 32]),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("not encrypted"), "{err}");
+    assert!(
+        !format!("{:?}", view.epochs[0].key).contains('3'),
+        "Debug hides key bytes"
+    );
+}
+
+#[test]
+fn a_node_view_holds_its_tasks_its_networks_and_the_services_on_them() {
+    let state = encrypted_cluster();
+    let n2 = state.node("n2").unwrap().id.clone();
+    let view = state.node_view(&n2);
+    let names: Vec<&str> = view.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(
+        names.contains(&"ingress") && names.contains(&"secret"),
+        "{names:?}"
+    );
+    assert_eq!(view.tasks.len(), 1);
+    assert!(view.tasks[0].name.starts_with("db.1."));
+    let services: Vec<&str> = view.services.iter().map(|s| s.spec.name.as_str()).collect();
+    assert!(
+        services.contains(&"db") && services.contains(&"api"),
+        "api shares secret with n2's task: {services:?}"
+    );
+    let api = view.services.iter().find(|s| s.spec.name == "api").unwrap();
+    assert_eq!(api.endpoints.len(), 1);
+    assert_eq!(
+        api.endpoints[0].node_addr,
+        ip("192.168.77.3"),
+        "where to send its frames"
+    );
+    assert!(!view.services.iter().any(|s| s.spec.name == "web"));
 }
