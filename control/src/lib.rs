@@ -2,7 +2,9 @@
 //!
 //! It composes `dataplane` and `dns`, which never depend on it.
 //!
+//! - [`gossip`]: memberlist-compatible membership and network-scoped tables (issue 3);
 //! - [`manager`]: the desired state: nodes, networks, services, tasks; allocation and
 //!   scheduling (issue 5).
 
+pub mod gossip;
 pub mod manager;

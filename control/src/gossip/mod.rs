@@ -1,0 +1,5 @@
+//! Gossip on 7946: memberlist's wire protocol, so a HashiCorp Serf agent is a real peer.
+//!
+//! - [`wire`]: the messages and their framing (msgpack, compound, CRC, LZW, AES-GCM keyring).
+
+pub mod wire;
