@@ -7,11 +7,13 @@
 //! - [`ipam`]: subnets, addresses, VNIs, published ports;
 //! - [`schedule`]: which node takes a task; [`constraint`]: placement constraints;
 //! - [`error`]: refusals that name the object, the cause and the fix;
+//! - [`compose`]: `stack deploy`'s compose files;
 //! - [`keys`]: encrypted networks' key sets and their hitless rotation;
 //! - [`view`]: what one node is told (its networks and their keys, its tasks, the services);
 //! - [`store`]: the state kept in redb across restarts.
 
 pub mod command;
+pub mod compose;
 pub mod constraint;
 pub mod error;
 pub mod ipam;
