@@ -10,6 +10,7 @@
 //! - [`compose`]: `stack deploy`'s compose files;
 //! - [`keys`]: encrypted networks' key sets and their hitless rotation;
 //! - [`view`]: what one node is told (its networks and their keys, its tasks, the services);
+//! - [`tokens`]: join tokens (`SHTKN-1-<CA digest>-<secret>`), checked and rotated;
 //! - [`store`]: the state kept in redb across restarts.
 
 pub mod command;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 pub mod view;
 
 pub use command::{Applied, Command};
