@@ -219,18 +219,17 @@ impl Balancer {
             return None;
         }
         let entry = *self.conntrack.get(slot)?;
+        // A new SYN on the 4-tuple of a finished flow, or of one whose backend is gone (a
+        // client reusing its port): a new flow, not a refusal.
+        let fresh_syn = matches!(packet.kind, Kind::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK) == TCP_SYN);
+        if fresh_syn && (entry.reset || entry.class == Class::Closing) {
+            self.close(slot);
+            return None;
+        }
         if entry.reset {
             self.close(slot);
             self.counters.backend_gone += 1;
             return Some(Err(refusal(packet.kind)));
-        }
-        // A new SYN on a finished flow's 4-tuple (port reuse): a new flow.
-        if let Kind::Tcp { flags, .. } = packet.kind
-            && flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-            && entry.class == Class::Closing
-        {
-            self.close(slot);
-            return None;
         }
         let class = next_class(&entry, packet.kind, false);
         self.update(slot, now, class, packet.kind, false);

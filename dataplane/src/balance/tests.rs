@@ -514,3 +514,18 @@ fn a_client_is_never_its_own_backend() {
         );
     }
 }
+
+#[test]
+fn a_new_syn_on_the_port_of_a_removed_backends_flow_gets_a_new_backend() {
+    let mut b = balancer(Algorithm::RoundRobin, &["10.0.0.10", "10.0.0.11"]);
+    let gone = open(&mut b, at(1), "10.0.1.5", 1000);
+    let stays = if gone == ip("10.0.0.10") {
+        "10.0.0.11"
+    } else {
+        "10.0.0.10"
+    };
+    b.set_service(&spec(Algorithm::RoundRobin, &[stays]));
+    // The client reuses its port for a new connection: served, not refused.
+    assert_eq!(open(&mut b, at(2), "10.0.1.5", 1000), ip(stays));
+    assert_eq!(b.counters().backend_gone, 0);
+}
