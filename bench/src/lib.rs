@@ -4,6 +4,8 @@
 //! benchmark (`src/bin/dns.rs` calls [`dns::run`]).
 
 pub mod dns;
+/// The connection-distribution benchmark (`src/bin/mesh.rs` calls [`mesh::run`]).
+pub mod mesh;
 pub mod overlay;
 
 use std::process::{Command, Stdio};
