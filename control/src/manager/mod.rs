@@ -2,6 +2,7 @@
 //! management and the scheduling that realise it. Sans-IO but for [`store`]: commands in, state
 //! out; the API on 2377 and trust come in their own shells.
 //!
+//! - [`api`]: the HTTP JSON API on 2377 and its client;
 //! - [`model`]: the objects; [`command`]: what can be asked;
 //! - [`state`]: applying a command whole, and reconciling tasks with it;
 //! - [`ipam`]: subnets, addresses, VNIs, published ports;
@@ -13,6 +14,7 @@
 //! - [`tokens`]: join tokens (`SHTKN-1-<CA digest>-<secret>`), checked and rotated;
 //! - [`store`]: the state kept in redb across restarts.
 
+pub mod api;
 pub mod command;
 pub mod compose;
 pub mod constraint;

@@ -1,0 +1,160 @@
+//! The command line, docker-like: `shoal network create`, `shoal service ps`, ...
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shoal",
+    about = "Docker Swarm's networking, in userspace: the manager and its CLI"
+)]
+pub struct Cli {
+    /// The manager's API address.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_MANAGER",
+        default_value = "127.0.0.1:2377"
+    )]
+    pub manager: SocketAddr,
+    /// Output: tables for people, JSON for programs.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Top,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Top {
+    /// Runs the manager: its API on --listen, its state in --state.
+    Manager {
+        #[arg(long, default_value = "127.0.0.1:2377")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "/var/lib/shoal/manager.redb")]
+        state: PathBuf,
+    },
+    #[command(subcommand)]
+    Node(NodeCmd),
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    #[command(subcommand)]
+    Stack(StackCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Registers a node with the manager (until agents join with tokens and certificates).
+    Add {
+        id: String,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long)]
+        addr: Ipv4Addr,
+        #[arg(long, value_enum, default_value_t = RoleArg::Worker)]
+        role: RoleArg,
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    Ls,
+    Update {
+        node: String,
+        #[arg(long, value_enum)]
+        availability: Option<AvailabilityArg>,
+        #[arg(long = "label-add", value_name = "KEY=VALUE")]
+        label_add: Vec<String>,
+        #[arg(long = "label-rm", value_name = "KEY")]
+        label_rm: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Manager,
+    Worker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AvailabilityArg {
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    Create {
+        name: String,
+        /// Only `overlay` exists in a swarm.
+        #[arg(long, default_value = "overlay")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        attachable: bool,
+        #[arg(long)]
+        internal: bool,
+        /// Driver options; `encrypted` seals the network's frames.
+        #[arg(long = "opt", value_name = "OPTION")]
+        opts: Vec<String>,
+    },
+    Ls,
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        replicas: Option<u32>,
+        #[arg(long, value_parser = ["replicated", "global"], default_value = "replicated")]
+        mode: String,
+        /// `NAME` or `name=NAME,alias=A`.
+        #[arg(long = "network")]
+        networks: Vec<String>,
+        /// `[mode=host,]PUBLISHED:TARGET[/udp]`.
+        #[arg(long = "publish", short = 'p')]
+        publish: Vec<String>,
+        #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"], default_value = "vip")]
+        endpoint_mode: String,
+        #[arg(long = "constraint")]
+        constraints: Vec<String>,
+        #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The task's program (after `--`); none: the built-in probe server.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    Ls,
+    Ps {
+        service: String,
+    },
+    /// `NAME=REPLICAS`.
+    Scale {
+        target: String,
+    },
+    Rm {
+        service: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StackCmd {
+    Deploy {
+        #[arg(short = 'c', long = "compose-file")]
+        file: PathBuf,
+        name: String,
+    },
+}

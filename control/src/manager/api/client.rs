@@ -1,0 +1,129 @@
+//! A small blocking HTTP/1.1 client for the API: one request per connection, JSON in and out.
+//! Enough for the CLI and for tests; the agent's stream will get a TLS client with the node
+//! certificate.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+/// Where the manager is.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the manager at {addr}: {source} (is `shoal manager` running there?)")]
+    Unreachable { addr: SocketAddr, source: io::Error },
+    /// The manager refused the request; its message says why.
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+    #[error("the manager at {addr} answered something that is not the API's: {why}")]
+    Garbled { addr: SocketAddr, why: String },
+}
+
+impl ApiClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            timeout: super::LONG_POLL + Duration::from_secs(10),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request("GET", path, "application/json", &[])
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| self.garbled(e.to_string()))?;
+        self.request("POST", path, "application/json", &body)
+    }
+
+    pub fn post_text<T: DeserializeOwned>(&self, path: &str, text: &str) -> Result<T, ClientError> {
+        self.request("POST", path, "text/plain", text.as_bytes())
+    }
+
+    fn garbled(&self, why: String) -> ClientError {
+        ClientError::Garbled {
+            addr: self.addr,
+            why,
+        }
+    }
+
+    fn request<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<T, ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            addr: self.addr,
+            source,
+        };
+        let mut stream =
+            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).map_err(unreachable)?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .map_err(unreachable)?;
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).map_err(unreachable)?;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| self.garbled(format!("status line {status_line:?}")))?;
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).map_err(unreachable)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = Vec::new();
+        match length {
+            Some(n) => {
+                body.resize(n, 0);
+                reader.read_exact(&mut body).map_err(unreachable)?;
+            }
+            None => {
+                reader.read_to_end(&mut body).map_err(unreachable)?;
+            }
+        }
+        if status >= 400 {
+            let message = serde_json::from_slice::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Refused { status, message });
+        }
+        serde_json::from_slice(&body).map_err(|e| self.garbled(e.to_string()))
+    }
+}

@@ -1,0 +1,22 @@
+//! The manager's HTTP JSON API (on 2377 by default) and a small client for the CLI and the
+//! agent.
+//!
+//! - `POST /v1/commands`: one [`Command`](super::Command), applied whole: the
+//!   [`Applied`](super::Applied) result, or the refusal as `{"error": "..."}` with 404 (not
+//!   found), 409 (exists, in use) or 400;
+//! - `POST /v1/stacks/{name}`: a compose file's text, deployed (networks that exist are kept);
+//! - `GET /v1/state`: the whole state (what `ls`, `ps` and `inspect` render);
+//! - `GET /v1/nodes/{node}/view?after=REV`: the node's view once the revision is past `REV`
+//!   (waits up to [`LONG_POLL`]): the agent's stream, resumable from the last revision it saw.
+//!
+//! Plain HTTP for now: the cluster CA, node certificates and mTLS are the next step (nothing
+//! but joining will work without a client certificate then).
+
+mod client;
+mod server;
+
+pub use client::{ApiClient, ClientError};
+pub use server::{ApiError, serve};
+
+/// How long a view request waits for a new revision before answering with the current one.
+pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(25);

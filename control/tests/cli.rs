@@ -1,0 +1,262 @@
+#![allow(clippy::unwrap_used)]
+//! The manager process and the `shoal` command line, end to end on loopback: a real
+//! `shoal manager`, real `shoal` commands, a restart.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use control::manager::State;
+use control::manager::api::ApiClient;
+use control::manager::view::NodeView;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// A `shoal manager` on 127.0.0.1:<free port>; killed on drop, also when the test fails.
+struct ManagerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ManagerProcess {
+    fn start(state: &Path) -> ManagerProcess {
+        let mut child = Command::new(SHOAL)
+            .args(["manager", "--listen", "127.0.0.1:0", "--state"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        ManagerProcess { child, addr }
+    }
+
+    /// Runs `shoal --manager ADDR <args>`: (success, stdout, stderr).
+    fn shoal(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(SHOAL)
+            .arg("--manager")
+            .arg(self.addr.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.shoal(args);
+        assert!(ok, "shoal {args:?} failed: {err}");
+        out
+    }
+
+    fn refused(&self, args: &[&str]) -> String {
+        let (ok, _, err) = self.shoal(args);
+        assert!(!ok, "shoal {args:?} should have been refused");
+        err
+    }
+
+    fn state(&self) -> State {
+        ApiClient::new(self.addr).get("/v1/state").unwrap()
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("shoal-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn live_on(state: &State, service: &str) -> Vec<String> {
+    let s = state.service(service).unwrap();
+    let mut hosts: Vec<String> = state
+        .tasks_of(&s.id)
+        .into_iter()
+        .filter(|t| t.is_live())
+        .map(|t| {
+            t.node
+                .as_ref()
+                .map_or("-".into(), |n| state.nodes[n].hostname.clone())
+        })
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+#[test]
+fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
+    let dir = TempDir::new("e2e");
+    let path = dir.0.join("manager.redb");
+    let m = ManagerProcess::start(&path);
+    for (i, host) in ["n1", "n2", "n3"].iter().enumerate() {
+        let addr = format!("192.168.77.{}", i + 1);
+        let mut args = vec!["node", "add", host, "--hostname", host, "--addr", &addr];
+        if *host == "n3" {
+            args.extend(["--label", "zone=east"]);
+        }
+        m.ok(&args);
+    }
+    m.ok(&["network", "create", "--driver", "overlay", "public"]);
+    m.ok(&[
+        "network",
+        "create",
+        "--opt",
+        "encrypted",
+        "--attachable",
+        "secret",
+    ]);
+    m.ok(&[
+        "service",
+        "create",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "public",
+        "--publish",
+        "8080:80",
+    ]);
+    let ls = m.ok(&["service", "ls"]);
+    assert!(
+        ls.contains("web")
+            && ls.contains("replicated")
+            && ls.contains("0/3")
+            && ls.contains("*:8080->80/tcp"),
+        "{ls}"
+    );
+    let ps = m.ok(&["service", "ps", "web"]);
+    for host in ["n1", "n2", "n3"] {
+        assert!(ps.contains(host), "{ps}");
+    }
+    assert_eq!(live_on(&m.state(), "web"), ["n1", "n2", "n3"]);
+
+    m.ok(&["service", "scale", "web=5"]);
+    assert_eq!(live_on(&m.state(), "web").len(), 5);
+    m.ok(&["node", "update", "n1", "--availability", "drain"]);
+    assert!(
+        !live_on(&m.state(), "web").contains(&"n1".to_string()),
+        "drained: its tasks moved"
+    );
+    m.ok(&[
+        "service",
+        "create",
+        "east",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.labels.zone==east",
+    ]);
+    assert_eq!(live_on(&m.state(), "east"), ["n3", "n3"]);
+    m.ok(&["service", "create", "agent", "--mode", "global"]);
+    assert_eq!(
+        live_on(&m.state(), "agent"),
+        ["n2", "n3"],
+        "global: every node that takes tasks"
+    );
+
+    // Refusals reach the user, with the fix.
+    assert!(
+        m.refused(&["service", "create", "web"])
+            .contains("already exists")
+    );
+    let err = m.refused(&[
+        "service",
+        "create",
+        "rr",
+        "--endpoint-mode",
+        "dnsrr",
+        "--publish",
+        "80:80",
+    ]);
+    assert!(err.contains("mode=host"), "{err}");
+    assert!(
+        m.refused(&["network", "create", "--driver", "bridge", "b"])
+            .contains("--driver overlay")
+    );
+    assert!(
+        m.refused(&["service", "create", "x", "--constraint", "node.color==red"])
+            .contains("node.hostname==NAME")
+    );
+
+    // The seed stack.
+    let seed = dir.0.join("seed.yml");
+    std::fs::write(&seed, "version: '3.7'\nnetworks:\n  public: { driver: overlay, driver_opts: { encrypted: 'true' } }\n  private: { driver: overlay, driver_opts: { encrypted: 'true' }, attachable: true }\nservices:\n  postgres:\n    image: postgres:9.6.6\n    networks: [private]\n    deploy: { replicas: 1 }\n  api:\n    image: example/api\n    networks: [public, private]\n    ports: ['8080:80']\n    deploy: { replicas: 2, restart_policy: { condition: on-failure, max_attempts: 10, delay: 5s } }\n  echo:\n    image: example/echo\n    ports: ['8000:8000']\n").unwrap();
+    // web already publishes 8080: the stack's api cannot, and says so.
+    let err = m.refused(&["stack", "deploy", "-c", seed.to_str().unwrap(), "seed"]);
+    assert!(err.contains("8080") && err.contains("seed_api"), "{err}");
+    m.ok(&["service", "rm", "web"]);
+    m.ok(&["stack", "deploy", "-c", seed.to_str().unwrap(), "seed"]);
+    let state = m.state();
+    let api = state.service("seed_api").unwrap();
+    assert_eq!(api.vips.len(), 3, "public, private and ingress");
+    let networks = m.ok(&["network", "ls"]);
+    assert!(
+        networks.contains("seed_public") && networks.contains("attachable,encrypted"),
+        "{networks}"
+    );
+    let bad = dir.0.join("bad.yml");
+    std::fs::write(&bad, "services:\n  web:\n    imagee: x\n").unwrap();
+    let err = m.refused(&["stack", "deploy", "-c", bad.to_str().unwrap(), "bad"]);
+    assert!(
+        err.contains("bad.yml:3:") && err.contains("imagee"),
+        "{err}"
+    );
+
+    // A node's view: its tasks and networks, the keys of the encrypted ones it is on.
+    let n3 = state.node("n3").unwrap().id.clone();
+    let view: NodeView = ApiClient::new(m.addr)
+        .get(&format!("/v1/nodes/{n3}/view?after=0"))
+        .unwrap();
+    assert!(!view.tasks.is_empty() && view.revision == state.revision);
+
+    // Restart: everything is still there, revisions go on.
+    let revision = state.revision;
+    drop(m);
+    let m = ManagerProcess::start(&path);
+    let state = m.state();
+    assert_eq!(state.revision, revision);
+    assert!(m.ok(&["service", "ls"]).contains("seed_api"));
+    m.ok(&["service", "scale", "seed_api=3"]);
+    assert_eq!(m.state().revision, revision + 1);
+}
+
+#[test]
+fn a_manager_that_is_not_there_is_named_in_the_error() {
+    let out = Command::new(SHOAL)
+        .args(["--manager", "127.0.0.1:9", "service", "ls"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("127.0.0.1:9") && err.contains("shoal manager"),
+        "{err}"
+    );
+}
