@@ -12,6 +12,7 @@
 //! - [`keys`]: encrypted networks' key sets and their hitless rotation;
 //! - [`view`]: what one node is told (its networks and their keys, its tasks, the services);
 //! - [`tokens`]: join tokens (`SHTKN-1-<CA digest>-<secret>`), checked and rotated;
+//! - [`trust`]: the cluster CA, node certificates (id in the CN, role in the OU), mTLS configs;
 //! - [`store`]: the state kept in redb across restarts.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+pub mod trust;
 pub mod view;
 
 pub use command::{Applied, Command};
