@@ -21,9 +21,14 @@ struct ManagerProcess {
 
 impl ManagerProcess {
     fn start(state: &Path) -> ManagerProcess {
+        Self::start_with(state, &[])
+    }
+
+    fn start_with(state: &Path, extra: &[&str]) -> ManagerProcess {
         let mut child = Command::new(SHOAL)
             .args(["manager", "--listen", "127.0.0.1:0", "--state"])
             .arg(state)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -136,6 +141,7 @@ fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
     m.ok(&[
         "service",
         "create",
+        "-d",
         "web",
         "--replicas",
         "3",
@@ -158,7 +164,7 @@ fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
     }
     assert_eq!(live_on(&m.state(), "web"), ["n1", "n2", "n3"]);
 
-    m.ok(&["service", "scale", "web=5"]);
+    m.ok(&["service", "scale", "-d", "web=5"]);
     assert_eq!(live_on(&m.state(), "web").len(), 5);
     m.ok(&["node", "update", "n1", "--availability", "drain"]);
     assert!(
@@ -168,6 +174,7 @@ fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
     m.ok(&[
         "service",
         "create",
+        "-d",
         "east",
         "--replicas",
         "2",
@@ -175,7 +182,7 @@ fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
         "node.labels.zone==east",
     ]);
     assert_eq!(live_on(&m.state(), "east"), ["n3", "n3"]);
-    m.ok(&["service", "create", "agent", "--mode", "global"]);
+    m.ok(&["service", "create", "-d", "agent", "--mode", "global"]);
     assert_eq!(
         live_on(&m.state(), "agent"),
         ["n2", "n3"],
@@ -190,6 +197,7 @@ fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
     let err = m.refused(&[
         "service",
         "create",
+        "-d",
         "rr",
         "--endpoint-mode",
         "dnsrr",
@@ -244,7 +252,7 @@ fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
     let state = m.state();
     assert_eq!(state.revision, revision);
     assert!(m.ok(&["service", "ls"]).contains("seed_api"));
-    m.ok(&["service", "scale", "seed_api=3"]);
+    m.ok(&["service", "scale", "-d", "seed_api=3"]);
     assert_eq!(m.state().revision, revision + 1);
 }
 
@@ -258,5 +266,114 @@ fn a_manager_that_is_not_there_is_named_in_the_error() {
     assert!(
         !out.status.success() && err.contains("127.0.0.1:9") && err.contains("shoal manager"),
         "{err}"
+    );
+}
+
+/// A `shoal agent --no-runtime` process; killed on drop.
+struct AgentProcess(Child);
+
+impl AgentProcess {
+    fn start(manager: SocketAddr, host: &str, addr: &str) -> AgentProcess {
+        let child = Command::new(SHOAL)
+            .args([
+                "--manager",
+                &manager.to_string(),
+                "agent",
+                "--no-runtime",
+                "--id",
+                &format!("id-{host}"),
+                "--hostname",
+                host,
+                "--addr",
+                addr,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        AgentProcess(child)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `cond` every 100 ms for up to `secs` seconds.
+fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 10 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn agents_follow_the_stream_services_converge_and_a_silent_node_loses_its_tasks() {
+    let dir = TempDir::new("agents");
+    let m = ManagerProcess::start_with(&dir.0.join("manager.redb"), &["--node-down-after", "2"]);
+    let mut agents: Vec<Option<AgentProcess>> = ["n1", "n2", "n3"]
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            Some(AgentProcess::start(
+                m.addr,
+                host,
+                &format!("192.168.77.{}", i + 1),
+            ))
+        })
+        .collect();
+    assert!(
+        eventually(10, || m.state().nodes.len() == 3),
+        "the agents registered"
+    );
+    m.ok(&["network", "create", "public"]);
+    let out = m.ok(&[
+        "service",
+        "create",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "public",
+    ]);
+    assert!(
+        out.contains("overall progress: 3 out of 3 tasks")
+            && out.contains("verify: Service converged"),
+        "{out}"
+    );
+    assert!(m.ok(&["service", "ls"]).contains("3/3"));
+    let out = m.ok(&["service", "scale", "web=6"]);
+    assert!(out.contains("verify: Service converged"), "{out}");
+
+    // n2's agent dies: after the grace its node is down and its tasks run elsewhere.
+    agents[1] = None;
+    assert!(
+        eventually(15, || m
+            .ok(&["node", "ls"])
+            .lines()
+            .any(|l| l.contains("n2") && l.contains("down"))),
+        "n2 marked down"
+    );
+    assert!(eventually(10, || {
+        let state = m.state();
+        let on = live_on(&state, "web");
+        on.len() == 6 && !on.contains(&"n2".to_string())
+    }));
+    // It comes back: ready again (its tasks stay where they went, as in Docker).
+    agents[1] = Some(AgentProcess::start(m.addr, "n2", "192.168.77.2"));
+    assert!(eventually(15, || m
+        .ok(&["node", "ls"])
+        .lines()
+        .any(|l| l.contains("n2") && l.contains("ready"))));
+    let global = m.ok(&["service", "create", "mon", "--mode", "global"]);
+    assert!(
+        global.contains("overall progress: 3 out of 3 tasks"),
+        "{global}"
     );
 }

@@ -40,6 +40,23 @@ pub enum Top {
         listen: SocketAddr,
         #[arg(long, default_value = "/var/lib/shoal/manager.redb")]
         state: PathBuf,
+        /// Seconds without a word from a node's agent before its tasks are moved.
+        #[arg(long = "node-down-after", default_value_t = 55)]
+        node_down_after: u64,
+    },
+    /// Runs a node's agent. Only `--no-runtime` exists so far: it follows the manager and
+    /// reports its tasks as running without starting them (the task runtime is to come).
+    Agent {
+        #[arg(long = "no-runtime")]
+        no_runtime: bool,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long)]
+        addr: Ipv4Addr,
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     #[command(subcommand)]
     Node(NodeCmd),
@@ -133,6 +150,9 @@ pub enum ServiceCmd {
         constraints: Vec<String>,
         #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Return at once instead of following the tasks until the service converges.
+        #[arg(long, short = 'd')]
+        detach: bool,
         /// The task's program (after `--`); none: the built-in probe server.
         #[arg(last = true)]
         command: Vec<String>,
@@ -144,6 +164,9 @@ pub enum ServiceCmd {
     /// `NAME=REPLICAS`.
     Scale {
         target: String,
+        /// Return at once instead of following the tasks until the service converges.
+        #[arg(long, short = 'd')]
+        detach: bool,
     },
     Rm {
         service: String,

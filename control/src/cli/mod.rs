@@ -15,7 +15,12 @@ use clap::Parser;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::manager::api::{ApiClient, serve};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::agent::follower::{Identity, follow};
+use crate::manager::api::{ApiClient, ServeOptions, serve};
 use crate::manager::ipam::PoolConfig;
 use crate::manager::model::{
     Availability, EndpointMode, NetworkSpec, Role, ServiceMode, ServiceSpec, TaskState,
@@ -40,7 +45,34 @@ fn run(cli: Cli) -> Result<(), String> {
     let api = ApiClient::new(cli.manager);
     let out = Out { format: cli.format };
     match cli.command {
-        Top::Manager { listen, state } => run_manager(listen, &state),
+        Top::Manager {
+            listen,
+            state,
+            node_down_after,
+        } => run_manager(listen, &state, node_down_after),
+        Top::Agent {
+            no_runtime,
+            id,
+            hostname,
+            addr,
+            labels,
+        } => {
+            if !no_runtime {
+                return Err("the task runtime is not built yet: run `shoal agent --no-runtime ...`, which follows the manager and reports tasks as running without starting them".into());
+            }
+            let me = Identity {
+                id,
+                hostname,
+                addr,
+                labels: specs::pairs("--label", &labels)?,
+            };
+            println!(
+                "shoal agent {} following the manager at {}",
+                me.hostname, cli.manager
+            );
+            follow(&api, &me, &Arc::new(AtomicBool::new(false)));
+            Ok(())
+        }
         Top::Node(cmd) => node(&api, &out, cmd),
         Top::Network(cmd) => network(&api, &out, cmd),
         Top::Service(cmd) => service(&api, &out, cmd),
@@ -58,7 +90,14 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn run_manager(listen: std::net::SocketAddr, path: &std::path::Path) -> Result<(), String> {
+fn run_manager(
+    listen: std::net::SocketAddr,
+    path: &std::path::Path,
+    node_down_after: u64,
+) -> Result<(), String> {
+    let options = ServeOptions {
+        node_down_after: Duration::from_secs(node_down_after),
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -78,7 +117,9 @@ fn run_manager(listen: std::net::SocketAddr, path: &std::path::Path) -> Result<(
             "shoal manager listening on {bound}, state in {}",
             path.display()
         );
-        serve(listener, manager).await.map_err(|e| e.to_string())
+        serve(listener, manager, options)
+            .await
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -285,6 +326,7 @@ fn service(api: &ApiClient, out: &Out, cmd: ServiceCmd) -> Result<(), String> {
             endpoint_mode,
             constraints,
             env,
+            detach,
             command,
         } => {
             let mode = match (mode.as_str(), replicas) {
@@ -317,8 +359,12 @@ fn service(api: &ApiClient, out: &Out, cmd: ServiceCmd) -> Result<(), String> {
                 command,
                 ..ServiceSpec::default()
             };
+            let service = spec.name.clone();
             let applied = apply(api, Command::CreateService(spec))?;
             out.print(&applied, || applied.id.clone().unwrap_or_default());
+            if !detach && out.format == Format::Table {
+                converge(api, &service)?;
+            }
         }
         ServiceCmd::Ls => {
             let state: State = fetch(api, "/v1/state")?;
@@ -401,7 +447,7 @@ fn service(api: &ApiClient, out: &Out, cmd: ServiceCmd) -> Result<(), String> {
                 )
             });
         }
-        ServiceCmd::Scale { target } => {
+        ServiceCmd::Scale { target, detach } => {
             let (service, replicas) = target
                 .split_once('=')
                 .and_then(|(s, n)| Some((s.to_owned(), n.parse().ok()?)))
@@ -414,6 +460,9 @@ fn service(api: &ApiClient, out: &Out, cmd: ServiceCmd) -> Result<(), String> {
                 },
             )?;
             out.print(&applied, || format!("{service} scaled to {replicas}"));
+            if !detach && out.format == Format::Table {
+                converge(api, &service)?;
+            }
         }
         ServiceCmd::Rm { service } => {
             let applied = apply(
@@ -434,4 +483,46 @@ fn lower<T: Serialize>(value: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// How long `service create` and `scale` follow the tasks before giving up (they say how to
+/// look further).
+const CONVERGE_WAIT: Duration = Duration::from_secs(60);
+
+/// Follows a service's tasks until every wanted one runs, printing progress as Docker does.
+#[allow(clippy::disallowed_methods)] // shell: waits on the wall clock
+fn converge(api: &ApiClient, service: &str) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut last = None;
+    loop {
+        let state: State = fetch(api, "/v1/state")?;
+        let s = state.service(service).map_err(|e| e.to_string())?;
+        let live: Vec<_> = state
+            .tasks_of(&s.id)
+            .into_iter()
+            .filter(|t| t.is_live())
+            .collect();
+        let running = live
+            .iter()
+            .filter(|t| t.observed == TaskState::Running)
+            .count();
+        if last != Some(running) {
+            println!("overall progress: {running} out of {} tasks", live.len());
+            last = Some(running);
+        }
+        if running == live.len() {
+            println!("verify: Service converged");
+            return Ok(());
+        }
+        if started.elapsed() > CONVERGE_WAIT {
+            let why = live
+                .iter()
+                .find(|t| !t.message.is_empty())
+                .map_or(String::new(), |t| format!(" ({})", t.message));
+            return Err(format!(
+                "service {service} has not converged after {CONVERGE_WAIT:?}{why}: see `shoal service ps {service}`; use -d not to wait"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

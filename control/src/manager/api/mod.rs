@@ -16,7 +16,7 @@ mod client;
 mod server;
 
 pub use client::{ApiClient, ClientError};
-pub use server::{ApiError, serve};
+pub use server::{ApiError, ServeOptions, serve};
 
 /// How long a view request waits for a new revision before answering with the current one.
 pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(25);

@@ -2,8 +2,10 @@
 //! one at a time, as a single writer must), and a watch channel that wakes the views' long
 //! polls when the revision moves.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::StatusCode;
@@ -15,6 +17,7 @@ use tokio::sync::watch;
 
 use super::LONG_POLL;
 use crate::manager::compose;
+use crate::manager::model::NodeStatus;
 use crate::manager::{ApplyError, Command, Manager, ManagerError};
 
 /// A refusal as the API returns it.
@@ -26,17 +29,44 @@ pub struct ApiError {
 struct Shared {
     manager: Mutex<Manager>,
     revision: watch::Sender<u64>,
+    /// When each node's agent last asked for its view: its heartbeat.
+    seen: Mutex<BTreeMap<String, Instant>>,
+    options: ServeOptions,
+}
+
+/// How the server judges nodes.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// A node whose agent has not asked for its view this long is down: its tasks are
+    /// rescheduled. It is ready again as soon as it asks.
+    pub node_down_after: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        // Long polls come back at least every LONG_POLL; a little more than two missed ones.
+        Self {
+            node_down_after: LONG_POLL * 2 + Duration::from_secs(5),
+        }
+    }
 }
 
 type AppState = Arc<Shared>;
 
 /// Serves the API on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, manager: Manager) -> io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    manager: Manager,
+    options: ServeOptions,
+) -> io::Result<()> {
     let (revision, _) = watch::channel(manager.state().revision);
     let shared = Arc::new(Shared {
         manager: Mutex::new(manager),
         revision,
+        seen: Mutex::new(BTreeMap::new()),
+        options,
     });
+    tokio::spawn(watch_nodes(shared.clone()));
     let app = Router::new()
         .route("/v1/commands", post(command))
         .route("/v1/stacks/{name}", post(stack))
@@ -64,6 +94,14 @@ fn status_of(error: &ApplyError) -> StatusCode {
 }
 
 impl Shared {
+    #[allow(clippy::disallowed_methods)] // shell: a heartbeat is a reading of the clock
+    fn heard_from(&self, node: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_owned(), Instant::now());
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Manager> {
         self.manager.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -141,10 +179,50 @@ async fn view(
     let mut revisions = shared.revision.subscribe();
     // Wait (bounded) until the state has moved past what the agent already has.
     let _ = tokio::time::timeout(LONG_POLL, revisions.wait_for(|r| *r > after.after)).await;
+    shared.heard_from(&node);
     let manager = shared.lock();
     let state = manager.state();
     match state.node(&node) {
         Ok(n) => Json(state.node_view(&n.id)).into_response(),
         Err(e) => refusal(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+/// Marks nodes down when their agents fell silent, and ready when they speak again.
+#[allow(clippy::disallowed_methods)] // shell: reads the clock
+async fn watch_nodes(shared: AppState) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let changes: Vec<(String, NodeStatus)> = {
+            let manager = shared.lock();
+            let seen = shared.seen.lock().unwrap_or_else(|p| p.into_inner());
+            manager
+                .state()
+                .nodes
+                .values()
+                .filter_map(|n| {
+                    // A node never heard from since the manager started counts from the start.
+                    let last = seen.get(&n.id).copied().unwrap_or(started);
+                    let silent = last.elapsed() > shared.options.node_down_after;
+                    match (n.status, silent) {
+                        (NodeStatus::Ready, true) => Some((n.id.clone(), NodeStatus::Down)),
+                        (NodeStatus::Down, false) if seen.contains_key(&n.id) => {
+                            Some((n.id.clone(), NodeStatus::Ready))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        for (node, status) in changes {
+            if let Err(e) = shared.apply(Command::NodeStatus {
+                node: node.clone(),
+                status,
+            }) {
+                tracing::warn!("manager: cannot mark node {node} {status:?}: {e}");
+            }
+        }
     }
 }

@@ -1,0 +1,99 @@
+//! Following the manager: long-poll the node's view from the last revision seen (so a
+//! reconnect resumes where it left off), and report task states back. Without a task runtime
+//! (`--no-runtime`) it reports wanted tasks as running and stopped ones as shut down, which is
+//! what the manager's scheduling needs to be exercised end to end; it starts nothing.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::manager::api::{ApiClient, ClientError};
+use crate::manager::model::{Role, TaskState};
+use crate::manager::view::NodeView;
+use crate::manager::{Applied, Command};
+
+/// Who this node is.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub id: String,
+    pub hostname: String,
+    pub addr: Ipv4Addr,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Registers the node if the manager does not know it yet.
+pub fn register(api: &ApiClient, me: &Identity) -> Result<(), ClientError> {
+    let command = Command::AddNode {
+        id: me.id.clone(),
+        hostname: me.hostname.clone(),
+        role: Role::Worker,
+        addr: me.addr,
+        labels: me.labels.clone(),
+    };
+    match api.post::<_, Applied>("/v1/commands", &command) {
+        Ok(_) => Ok(()),
+        // Known already: a restart of this agent, not a new node.
+        Err(ClientError::Refused { status: 409, .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The report for each task of the view whose observed state lags its desired one.
+pub fn reports(view: &NodeView) -> Vec<Command> {
+    view.tasks
+        .iter()
+        .filter_map(|t| {
+            let observed = match t.desired {
+                TaskState::Running
+                    if !t.observed.is_terminal() && t.observed != TaskState::Running =>
+                {
+                    TaskState::Running
+                }
+                TaskState::Shutdown if !t.observed.is_terminal() => TaskState::Shutdown,
+                _ => return None,
+            };
+            Some(Command::TaskStatus {
+                task: t.task.clone(),
+                observed,
+                message: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// Follows the stream until `stop` is set. A lost manager is retried with backoff (up to 5 s
+/// between tries); the revision it had is kept, so nothing is replayed or missed.
+pub fn follow(api: &ApiClient, me: &Identity, stop: &Arc<AtomicBool>) {
+    let mut revision = 0u64;
+    let mut backoff = Duration::from_millis(100);
+    let mut registered = false;
+    while !stop.load(Ordering::Relaxed) {
+        let step = (if registered {
+            Ok(())
+        } else {
+            register(api, me)
+        })
+        .and_then(|()| {
+            registered = true;
+            let view: NodeView = api.get(&format!("/v1/nodes/{}/view?after={revision}", me.id))?;
+            for report in reports(&view) {
+                api.post::<_, Applied>("/v1/commands", &report)?;
+            }
+            Ok(view.revision)
+        });
+        match step {
+            Ok(seen) => {
+                revision = seen;
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                // A manager restarted from an older store may not know us: register again.
+                registered = false;
+                eprintln!("agent {}: {e}; retrying in {backoff:?}", me.hostname);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
