@@ -20,8 +20,9 @@ struct ManagerProcess {
 }
 
 impl ManagerProcess {
+    /// A manager without TLS (`--insecure`), as the tests of the commands use.
     fn start(state: &Path) -> ManagerProcess {
-        Self::start_with(state, &[])
+        Self::start_with(state, &["--insecure"])
     }
 
     fn start_with(state: &Path, extra: &[&str]) -> ManagerProcess {
@@ -316,7 +317,7 @@ fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 #[test]
 fn agents_follow_the_stream_services_converge_and_a_silent_node_loses_its_tasks() {
     let dir = TempDir::new("agents");
-    let m = ManagerProcess::start_with(&dir.0.join("manager.redb"), &["--node-down-after", "2"]);
+    let m = ManagerProcess::start_with(&dir.0.join("manager.redb"), &["--insecure", "--node-down-after", "2"]);
     let mut agents: Vec<Option<AgentProcess>> = ["n1", "n2", "n3"]
         .iter()
         .enumerate()
@@ -376,4 +377,123 @@ fn agents_follow_the_stream_services_converge_and_a_silent_node_loses_its_tasks(
         global.contains("overall progress: 3 out of 3 tasks"),
         "{global}"
     );
+}
+
+#[test]
+fn init_tls_tokens_and_a_joining_agent() {
+    let dir = TempDir::new("tls");
+    let state = dir.0.join("manager.redb");
+    let certs = dir.0.join("cli");
+    let out = Command::new(SHOAL)
+        .args(["init", "--advertise", "127.0.0.1", "--state"])
+        .arg(&state)
+        .arg("--certs-out")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = said
+        .split_whitespace()
+        .find(|w| w.starts_with("SHTKN-1-"))
+        .unwrap()
+        .to_owned();
+    // A second init of the same store is refused.
+    let again = Command::new(SHOAL)
+        .args(["init", "--state"])
+        .arg(&state)
+        .arg("--certs-out")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("already holds a cluster")
+    );
+
+    let m = ManagerProcess::start_with(&state, &["--node-down-after", "2"]);
+    let with_certs = |args: &[&str]| {
+        let out = Command::new(SHOAL)
+            .arg("--manager")
+            .arg(m.addr.to_string())
+            .arg("--certs")
+            .arg(&certs)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = with_certs(&["network", "create", "public"]);
+    assert!(ok, "{err}");
+    // Without a client certificate nothing but join works.
+    let ca = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let anonymous = ApiClient::with_tls(
+        m.addr,
+        control::manager::trust::client_config(&ca, None).unwrap(),
+    );
+    let err = anonymous.get::<State>("/v1/state").unwrap_err().to_string();
+    assert!(err.contains("needs a client certificate"), "{err}");
+    // Plain HTTP to the TLS port gets nowhere either.
+    assert!(!m.shoal(&["service", "ls"]).0);
+
+    // An agent joins with the worker token; a wrong or rotated-out token is refused.
+    let agent = |token: &str| {
+        Command::new(SHOAL)
+            .args([
+                "--manager",
+                &m.addr.to_string(),
+                "agent",
+                "--no-runtime",
+                "--token",
+                token,
+                "--hostname",
+                "w1",
+                "--addr",
+                "192.168.77.11",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let joined = AgentProcess(agent(&token));
+    let node_ls = || with_certs(&["node", "ls"]).1;
+    assert!(eventually(10, || node_ls().contains("w1")), "{}", node_ls());
+    let (ok, out, err) = with_certs(&[
+        "service",
+        "create",
+        "web",
+        "--replicas",
+        "2",
+        "--network",
+        "public",
+    ]);
+    assert!(
+        ok && out.contains("verify: Service converged"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = with_certs(&["join-token", "worker", "--rotate"]);
+    assert!(ok && !out.contains(&token), "{out}");
+    let refused = agent(&token).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("rotated out"),
+        "{err}"
+    );
+    let other = format!("SHTKN-1-{}-{}", "ab".repeat(32), "x".repeat(25));
+    let refused = agent(&other).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("another cluster"),
+        "{err}"
+    );
+    drop(joined);
 }

@@ -64,10 +64,12 @@ pub fn reports(view: &NodeView) -> Vec<Command> {
 
 /// Follows the stream until `stop` is set. A lost manager is retried with backoff (up to 5 s
 /// between tries); the revision it had is kept, so nothing is replayed or missed.
-pub fn follow(api: &ApiClient, me: &Identity, stop: &Arc<AtomicBool>) {
+/// `register`: add the node first (a manager run `--insecure`); a node that joined with a
+/// token is in the cluster already.
+pub fn follow(api: &ApiClient, me: &Identity, register_first: bool, stop: &Arc<AtomicBool>) {
     let mut revision = 0u64;
     let mut backoff = Duration::from_millis(100);
-    let mut registered = false;
+    let mut registered = !register_first;
     while !stop.load(Ordering::Relaxed) {
         let step = (if registered {
             Ok(())
@@ -89,7 +91,7 @@ pub fn follow(api: &ApiClient, me: &Identity, stop: &Arc<AtomicBool>) {
             }
             Err(e) => {
                 // A manager restarted from an older store may not know us: register again.
-                registered = false;
+                registered = !register_first && registered;
                 eprintln!("agent {}: {e}; retrying in {backoff:?}", me.hostname);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));

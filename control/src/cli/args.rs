@@ -19,6 +19,10 @@ pub struct Cli {
         default_value = "127.0.0.1:2377"
     )]
     pub manager: SocketAddr,
+    /// The folder with the CLI's credentials that `shoal init` wrote (ca.pem, cli.pem,
+    /// cli.key): TLS to the manager. Without it, plain HTTP (a manager run with --insecure).
+    #[arg(long, global = true, env = "SHOAL_CERTS")]
+    pub certs: Option<PathBuf>,
     /// Output: tables for people, JSON for programs.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -43,13 +47,40 @@ pub enum Top {
         /// Seconds without a word from a node's agent before its tasks are moved.
         #[arg(long = "node-down-after", default_value_t = 55)]
         node_down_after: u64,
+        /// Serve plain HTTP without a cluster CA: anyone who reaches the port may do
+        /// anything. For tests on loopback only.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Creates the cluster: its CA, the manager's certificate, the join tokens, and the CLI's
+    /// credentials in --certs-out.
+    Init {
+        #[arg(long, default_value = "/var/lib/shoal/manager.redb")]
+        state: PathBuf,
+        /// The address agents reach the manager at (on its certificate, with 127.0.0.1).
+        #[arg(long, default_value = "127.0.0.1")]
+        advertise: Ipv4Addr,
+        #[arg(long = "certs-out", default_value = "/var/lib/shoal/cli")]
+        certs_out: PathBuf,
+    },
+    /// Prints a role's join token (`--rotate`: replaces it first).
+    JoinToken {
+        #[arg(value_enum)]
+        role: RoleArg,
+        #[arg(long)]
+        rotate: bool,
     },
     /// Runs a node's agent. Only `--no-runtime` exists so far: it follows the manager and
     /// reports its tasks as running without starting them (the task runtime is to come).
     Agent {
         #[arg(long = "no-runtime")]
         no_runtime: bool,
+        /// Join the cluster with this token (from `shoal join-token worker`); the manager
+        /// gives the node its id and certificate. Without it: a manager run with --insecure.
         #[arg(long)]
+        token: Option<String>,
+        /// The node id (with --token the manager decides it).
+        #[arg(long, default_value = "")]
         id: String,
         #[arg(long)]
         hostname: String,

@@ -6,6 +6,7 @@
 //! - [`render`]: Docker-like tables.
 
 mod args;
+mod init;
 mod render;
 mod specs;
 
@@ -20,11 +21,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::agent::follower::{Identity, follow};
-use crate::manager::api::{ApiClient, ServeOptions, serve};
+use crate::manager::api::join::Tokens;
+use crate::manager::api::{ApiClient, PlainListener, ServeOptions, TlsListener, serve};
 use crate::manager::ipam::PoolConfig;
 use crate::manager::model::{
     Availability, EndpointMode, NetworkSpec, Role, ServiceMode, ServiceSpec, TaskState,
 };
+use crate::manager::trust::{client_config, server_config};
 use crate::manager::{Applied, Command, Manager, State};
 use args::{AvailabilityArg, Cli, Format, NetworkCmd, NodeCmd, RoleArg, ServiceCmd, StackCmd, Top};
 use render::table;
@@ -42,16 +45,45 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let api = ApiClient::new(cli.manager);
+    let api = client(cli.manager, cli.certs.as_deref())?;
     let out = Out { format: cli.format };
     match cli.command {
         Top::Manager {
             listen,
             state,
             node_down_after,
-        } => run_manager(listen, &state, node_down_after),
+            insecure,
+        } => run_manager(listen, &state, node_down_after, insecure),
+        Top::Init {
+            state,
+            advertise,
+            certs_out,
+        } => init::init(&state, advertise, &certs_out),
+        Top::JoinToken { role, rotate } => {
+            let role = match role {
+                RoleArg::Worker => "worker",
+                RoleArg::Manager => "manager",
+            };
+            let tokens: Tokens = if rotate {
+                api.post(&format!("/v1/join-tokens/{role}/rotate"), &())
+                    .map_err(|e| e.to_string())?
+            } else {
+                fetch(&api, "/v1/join-tokens")?
+            };
+            let token = if role == "worker" {
+                tokens.worker
+            } else {
+                tokens.manager
+            };
+            println!(
+                "To add a {role} to this cluster, run:\n\n    shoal --manager {} agent --token {token} --hostname HOST --addr ADDR\n",
+                cli.manager
+            );
+            Ok(())
+        }
         Top::Agent {
             no_runtime,
+            token,
             id,
             hostname,
             addr,
@@ -60,17 +92,42 @@ fn run(cli: Cli) -> Result<(), String> {
             if !no_runtime {
                 return Err("the task runtime is not built yet: run `shoal agent --no-runtime ...`, which follows the manager and reports tasks as running without starting them".into());
             }
-            let me = Identity {
-                id,
-                hostname,
-                addr,
-                labels: specs::pairs("--label", &labels)?,
-            };
+            let labels = specs::pairs("--label", &labels)?;
+            let (api, me, joined) =
+                match token {
+                    Some(token) => {
+                        let (api, id) = init::join(cli.manager, &token, &hostname, addr)?;
+                        (
+                            api,
+                            Identity {
+                                id,
+                                hostname,
+                                addr,
+                                labels,
+                            },
+                            true,
+                        )
+                    }
+                    None if id.is_empty() => return Err(
+                        "give --token TOKEN to join, or --id ID for a manager run with --insecure"
+                            .into(),
+                    ),
+                    None => (
+                        api,
+                        Identity {
+                            id,
+                            hostname,
+                            addr,
+                            labels,
+                        },
+                        false,
+                    ),
+                };
             println!(
-                "shoal agent {} following the manager at {}",
-                me.hostname, cli.manager
+                "shoal agent {} ({}) following the manager at {}",
+                me.hostname, me.id, cli.manager
             );
-            follow(&api, &me, &Arc::new(AtomicBool::new(false)));
+            follow(&api, &me, !joined, &Arc::new(AtomicBool::new(false)));
             Ok(())
         }
         Top::Node(cmd) => node(&api, &out, cmd),
@@ -94,6 +151,7 @@ fn run_manager(
     listen: std::net::SocketAddr,
     path: &std::path::Path,
     node_down_after: u64,
+    insecure: bool,
 ) -> Result<(), String> {
     let options = ServeOptions {
         node_down_after: Duration::from_secs(node_down_after),
@@ -102,6 +160,24 @@ fn run_manager(
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let manager = Manager::open(path, PoolConfig::default()).map_err(|e| e.to_string())?;
+    let tls = match (manager.trust(), insecure) {
+        (Some(trust), _) => Some(
+            server_config(
+                &trust.ca_cert_pem,
+                &trust.manager_cert_pem,
+                &trust.manager_key_pem,
+            )
+            .map_err(|e| e.to_string())?,
+        ),
+        (None, true) => None,
+        (None, false) => {
+            return Err(format!(
+                "{} has no cluster CA: run `shoal init --state {}` first (or --insecure for a test on loopback without TLS)",
+                path.display(),
+                path.display()
+            ));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,9 +193,14 @@ fn run_manager(
             "shoal manager listening on {bound}, state in {}",
             path.display()
         );
-        serve(listener, manager, options)
-            .await
-            .map_err(|e| e.to_string())
+        match tls {
+            Some(config) => {
+                let listener = TlsListener::new(listener, config).map_err(|e| e.to_string())?;
+                serve(listener, manager, options).await
+            }
+            None => serve(PlainListener(listener), manager, options).await,
+        }
+        .map_err(|e| e.to_string())
     })
 }
 
@@ -138,6 +219,27 @@ impl Out {
             Format::Table => println!("{}", human()),
         }
     }
+}
+
+/// The API client: TLS with the CLI's credentials when --certs names them, plain otherwise.
+fn client(
+    manager: std::net::SocketAddr,
+    certs: Option<&std::path::Path>,
+) -> Result<ApiClient, String> {
+    let Some(dir) = certs else {
+        return Ok(ApiClient::new(manager));
+    };
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| {
+            format!(
+                "{}: {e} (the credentials `shoal init` wrote)",
+                dir.join(name).display()
+            )
+        })
+    };
+    let (ca, cert, key) = (read("ca.pem")?, read("cli.pem")?, read("cli.key")?);
+    let config = client_config(&ca, Some((&cert, &key))).map_err(|e| e.to_string())?;
+    Ok(ApiClient::with_tls(manager, config))
 }
 
 fn apply(api: &ApiClient, command: Command) -> Result<Applied, String> {

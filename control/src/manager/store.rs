@@ -16,6 +16,18 @@ use super::state::State;
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const CURRENT: &str = "current";
+/// The cluster's secrets (CA key, tokens): kept beside the state, never served with it.
+const TRUST: &str = "trust";
+
+/// What `shoal init` made: the CA, the manager's certificate, the join tokens.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrustRecord {
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub manager_cert_pem: String,
+    pub manager_key_pem: String,
+    pub tokens: super::tokens::JoinTokens,
+}
 
 /// Why the store failed; the message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +52,7 @@ pub enum ApplyError {
 #[derive(Debug)]
 pub struct Manager {
     state: State,
+    trust: Option<TrustRecord>,
     db: Database,
     path: PathBuf,
 }
@@ -52,7 +65,14 @@ impl Manager {
             cause,
         };
         let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
-        let stored = read(&db).map_err(fail)?;
+        let stored = read(&db, CURRENT).map_err(fail)?;
+        let trust = match read(&db, TRUST).map_err(fail)? {
+            Some(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| fail(format!("the stored trust does not decode ({e})")))?,
+            ),
+            None => None,
+        };
         let state = match stored {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| fail(format!("the stored state does not decode ({e}); restore a backup or start a new cluster")))?,
@@ -60,6 +80,7 @@ impl Manager {
         };
         let manager = Manager {
             state,
+            trust,
             db,
             path: path.to_owned(),
         };
@@ -81,31 +102,51 @@ impl Manager {
         Ok(applied)
     }
 
-    fn save(&self, state: &State) -> Result<(), StoreError> {
-        let fail = |cause: String| StoreError {
+    /// The cluster's CA and tokens, once `shoal init` made them.
+    pub fn trust(&self) -> Option<&TrustRecord> {
+        self.trust.as_ref()
+    }
+
+    /// Keeps the trust record (init, or a token rotation).
+    pub fn set_trust(&mut self, record: TrustRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(&record).map_err(|e| self.fail(e.to_string()))?;
+        self.write(TRUST, &bytes)?;
+        self.trust = Some(record);
+        Ok(())
+    }
+
+    fn fail(&self, cause: String) -> StoreError {
+        StoreError {
             path: self.path.clone(),
             cause,
-        };
-        let bytes = serde_json::to_vec(state).map_err(|e| fail(e.to_string()))?;
-        let tx = self.db.begin_write().map_err(|e| fail(e.to_string()))?;
-        {
-            let mut table = tx.open_table(STATE).map_err(|e| fail(e.to_string()))?;
-            table
-                .insert(CURRENT, bytes.as_slice())
-                .map_err(|e| fail(e.to_string()))?;
         }
-        tx.commit().map_err(|e| fail(e.to_string()))
+    }
+
+    fn save(&self, state: &State) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(state).map_err(|e| self.fail(e.to_string()))?;
+        self.write(CURRENT, &bytes)
+    }
+
+    /// One value under `key`, in one transaction.
+    fn write(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let fail = |e: &dyn std::fmt::Display| self.fail(e.to_string());
+        let tx = self.db.begin_write().map_err(|e| fail(&e))?;
+        {
+            let mut table = tx.open_table(STATE).map_err(|e| fail(&e))?;
+            table.insert(key, bytes).map_err(|e| fail(&e))?;
+        }
+        tx.commit().map_err(|e| fail(&e))
     }
 }
 
-fn read(db: &Database) -> Result<Option<Vec<u8>>, String> {
+fn read(db: &Database, key: &str) -> Result<Option<Vec<u8>>, String> {
     let tx = db.begin_read().map_err(|e| e.to_string())?;
     let table = match tx.open_table(STATE) {
         Ok(table) => table,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let value = table.get(CURRENT).map_err(|e| e.to_string())?;
+    let value = table.get(key).map_err(|e| e.to_string())?;
     Ok(value.map(|v| v.value().to_vec()))
 }
 

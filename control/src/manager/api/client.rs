@@ -4,19 +4,26 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+use crate::manager::trust::MANAGER_SERVER_NAME;
 
-/// Where the manager is.
+/// Where the manager is, and how to talk to it (TLS with the cluster CA, or plain).
 #[derive(Clone, Debug)]
 pub struct ApiClient {
     pub addr: SocketAddr,
     pub timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+/// What a request is written to and read from: a TCP stream, or TLS over one.
+trait Wire: Read + Write {}
+impl<T: Read + Write> Wire for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -25,15 +32,28 @@ pub enum ClientError {
     /// The manager refused the request; its message says why.
     #[error("{message}")]
     Refused { status: u16, message: String },
+    #[error("TLS with the manager at {addr} failed: {why}")]
+    Tls { addr: SocketAddr, why: String },
     #[error("the manager at {addr} answered something that is not the API's: {why}")]
     Garbled { addr: SocketAddr, why: String },
 }
 
 impl ApiClient {
+    /// Plain HTTP (a manager started `--insecure`).
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
             timeout: super::LONG_POLL + Duration::from_secs(10),
+            tls: None,
+        }
+    }
+
+    /// TLS, verifying the manager against the cluster CA as `manager.shoal` (every manager's
+    /// certificate names it), with the client certificate `config` carries, if any.
+    pub fn with_tls(addr: SocketAddr, config: rustls::ClientConfig) -> Self {
+        Self {
+            tls: Some(Arc::new(config)),
+            ..Self::new(addr)
         }
     }
 
@@ -54,6 +74,30 @@ impl ApiClient {
         self.request("POST", path, "text/plain", text.as_bytes())
     }
 
+    /// An I/O error, told apart: TLS refusals (another cluster, an unknown certificate)
+    /// say so; the rest means the manager cannot be reached.
+    fn io_error(&self, source: io::Error) -> ClientError {
+        if let Some(trust) = crate::manager::trust::refusal(&source) {
+            return ClientError::Tls {
+                addr: self.addr,
+                why: trust.to_string(),
+            };
+        }
+        if source
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return ClientError::Tls {
+                addr: self.addr,
+                why: source.to_string(),
+            };
+        }
+        ClientError::Unreachable {
+            addr: self.addr,
+            source,
+        }
+    }
+
     fn garbled(&self, why: String) -> ClientError {
         ClientError::Garbled {
             addr: self.addr,
@@ -68,15 +112,22 @@ impl ApiClient {
         content_type: &str,
         body: &[u8],
     ) -> Result<T, ClientError> {
-        let unreachable = |source| ClientError::Unreachable {
-            addr: self.addr,
-            source,
-        };
-        let mut stream =
+        let unreachable = |source| self.io_error(source);
+        let stream =
             TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).map_err(unreachable)?;
         stream
             .set_read_timeout(Some(self.timeout))
             .map_err(unreachable)?;
+        let mut stream: Box<dyn Wire> = match &self.tls {
+            None => Box::new(stream),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(MANAGER_SERVER_NAME)
+                    .map_err(|e| self.garbled(e.to_string()))?;
+                let connection = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| self.garbled(e.to_string()))?;
+                Box::new(rustls::StreamOwned::new(connection, stream))
+            }
+        };
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,

@@ -9,13 +9,20 @@
 //! - `GET /v1/nodes/{node}/view?after=REV`: the node's view once the revision is past `REV`
 //!   (waits up to [`LONG_POLL`]): the agent's stream, resumable from the last revision it saw.
 //!
-//! Plain HTTP for now: the cluster CA, node certificates and mTLS are the next step (nothing
-//! but joining will work without a client certificate then).
+//! - `POST /v1/join`: a token and a CSR in, the node's certificate out: the only route a
+//!   caller without a client certificate may use;
+//! - `GET /v1/join-tokens`, `POST /v1/join-tokens/{role}/rotate`: managers only.
+//!
+//! TLS with client certificates of the cluster CA ([`TlsListener`]); plain HTTP only for a
+//! manager started `--insecure` ([`PlainListener`]).
 
 mod client;
+pub mod join;
+pub mod listener;
 mod server;
 
 pub use client::{ApiClient, ClientError};
+pub use listener::{Caller, Peer, PlainListener, TlsListener};
 pub use server::{ApiError, ServeOptions, serve};
 
 /// How long a view request waits for a new revision before answering with the current one.

@@ -7,7 +7,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{ConnectInfo, Path, Query, State as Extract};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::LONG_POLL;
+use super::listener::{Caller, Peer};
 use crate::manager::compose;
-use crate::manager::model::NodeStatus;
+use crate::manager::model::{NodeStatus, Role};
 use crate::manager::{ApplyError, Command, Manager, ManagerError};
 
 /// A refusal as the API returns it.
@@ -26,7 +27,7 @@ pub struct ApiError {
     pub error: String,
 }
 
-struct Shared {
+pub(super) struct Shared {
     manager: Mutex<Manager>,
     revision: watch::Sender<u64>,
     /// When each node's agent last asked for its view: its heartbeat.
@@ -51,14 +52,14 @@ impl Default for ServeOptions {
     }
 }
 
-type AppState = Arc<Shared>;
+pub(super) type AppState = Arc<Shared>;
 
-/// Serves the API on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    manager: Manager,
-    options: ServeOptions,
-) -> io::Result<()> {
+/// Serves the API on `listener` (TLS, or plain with `--insecure`) until the task is dropped.
+pub async fn serve<L>(listener: L, manager: Manager, options: ServeOptions) -> io::Result<()>
+where
+    L: axum::serve::Listener<Addr = Peer>,
+    Peer: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let (revision, _) = watch::channel(manager.state().revision);
     let shared = Arc::new(Shared {
         manager: Mutex::new(manager),
@@ -72,15 +73,22 @@ pub async fn serve(
         .route("/v1/stacks/{name}", post(stack))
         .route("/v1/state", get(state))
         .route("/v1/nodes/{node}/view", get(view))
+        .route("/v1/join-tokens", get(join_tokens))
+        .route("/v1/join-tokens/{role}/rotate", post(rotate_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authorize,
+        ))
+        .route("/v1/join", post(super::join::join))
         .with_state(shared);
-    axum::serve(listener, app).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await
 }
 
-fn refusal(status: StatusCode, message: String) -> Response {
+pub(super) fn refusal(status: StatusCode, message: String) -> Response {
     (status, Json(ApiError { error: message })).into_response()
 }
 
-fn status_of(error: &ApplyError) -> StatusCode {
+pub(super) fn status_of(error: &ApplyError) -> StatusCode {
     match error {
         ApplyError::Refused(ManagerError::NotFound { .. }) => StatusCode::NOT_FOUND,
         ApplyError::Refused(
@@ -102,11 +110,11 @@ impl Shared {
             .insert(node.to_owned(), Instant::now());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Manager> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Manager> {
         self.manager.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn apply(&self, command: Command) -> Result<crate::manager::Applied, ApplyError> {
+    pub(super) fn apply(&self, command: Command) -> Result<crate::manager::Applied, ApplyError> {
         let mut manager = self.lock();
         let applied = manager.apply(command)?;
         self.revision.send_replace(applied.revision);
@@ -114,7 +122,24 @@ impl Shared {
     }
 }
 
-async fn command(Extract(shared): Extract<AppState>, Json(command): Json<Command>) -> Response {
+async fn command(
+    Extract(shared): Extract<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(command): Json<Command>,
+) -> Response {
+    // A worker's agent reports on its own tasks and keys; everything else is a manager's.
+    if let Caller::Member(who) = &peer.caller
+        && who.role == Role::Worker
+        && !matches!(command, Command::TaskStatus { .. } | Command::KeyAck { .. })
+    {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            format!(
+                "node {} is a worker: only managers change the cluster",
+                who.node_id
+            ),
+        );
+    }
     match shared.apply(command) {
         Ok(applied) => Json(applied).into_response(),
         Err(e) => refusal(status_of(&e), e.to_string()),
@@ -173,9 +198,19 @@ struct After {
 
 async fn view(
     Extract(shared): Extract<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Path(node): Path<String>,
     Query(after): Query<After>,
 ) -> Response {
+    if let Caller::Member(who) = &peer.caller
+        && who.role == Role::Worker
+        && who.node_id != node
+    {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            format!("node {} may follow its own view only", who.node_id),
+        );
+    }
     let mut revisions = shared.revision.subscribe();
     // Wait (bounded) until the state has moved past what the agent already has.
     let _ = tokio::time::timeout(LONG_POLL, revisions.wait_for(|r| *r > after.after)).await;
@@ -224,5 +259,105 @@ async fn watch_nodes(shared: AppState) {
                 tracing::warn!("manager: cannot mark node {node} {status:?}: {e}");
             }
         }
+    }
+}
+
+/// Every route but join needs a caller the cluster knows: a member certificate of a node that
+/// is still in the cluster (or plain HTTP, when the manager runs `--insecure`).
+async fn authorize(
+    Extract(shared): Extract<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match &peer.caller {
+        Caller::Insecure => next.run(request).await,
+        Caller::Anonymous => refusal(
+            StatusCode::UNAUTHORIZED,
+            "the manager's API needs a client certificate of this cluster: join with `shoal agent --join MANAGER --token TOKEN`, or give the CLI the certificates `shoal init` wrote (--certs DIR)".into(),
+        ),
+        Caller::Member(who) => {
+            let known = who.role == Role::Manager || shared.lock().state().nodes.contains_key(&who.node_id);
+            if known {
+                next.run(request).await
+            } else {
+                refusal(StatusCode::FORBIDDEN, format!("node {} is no longer in the cluster: join again with a token", who.node_id))
+            }
+        }
+    }
+}
+
+/// The current join tokens (managers only).
+async fn join_tokens(
+    Extract(shared): Extract<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Response {
+    if let Some(denied) = managers_only(&peer) {
+        return denied;
+    }
+    match shared.lock().trust() {
+        Some(trust) => Json(super::join::Tokens {
+            worker: trust.tokens.worker.to_string(),
+            manager: trust.tokens.manager.to_string(),
+        })
+        .into_response(),
+        None => refusal(
+            StatusCode::BAD_REQUEST,
+            "this manager runs without `shoal init` (--insecure): it has no join tokens".into(),
+        ),
+    }
+}
+
+/// A new secret for a role's token: the old token is refused from now on.
+async fn rotate_token(
+    Extract(shared): Extract<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(role): Path<String>,
+) -> Response {
+    if let Some(denied) = managers_only(&peer) {
+        return denied;
+    }
+    let role = match role.as_str() {
+        "worker" => Role::Worker,
+        "manager" => Role::Manager,
+        other => {
+            return refusal(
+                StatusCode::NOT_FOUND,
+                format!("role {other:?}: worker or manager"),
+            );
+        }
+    };
+    let mut manager = shared.lock();
+    let Some(mut trust) = manager.trust().cloned() else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "this manager runs without `shoal init` (--insecure): it has no join tokens".into(),
+        );
+    };
+    let secret = match super::join::secret() {
+        Ok(secret) => secret,
+        Err(e) => return refusal(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    trust.tokens.rotate(role, &secret);
+    let tokens = super::join::Tokens {
+        worker: trust.tokens.worker.to_string(),
+        manager: trust.tokens.manager.to_string(),
+    };
+    match manager.set_trust(trust) {
+        Ok(()) => Json(tokens).into_response(),
+        Err(e) => refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn managers_only(peer: &Peer) -> Option<Response> {
+    match &peer.caller {
+        Caller::Member(who) if who.role == Role::Worker => Some(refusal(
+            StatusCode::FORBIDDEN,
+            format!(
+                "node {} is a worker: join tokens are for managers",
+                who.node_id
+            ),
+        )),
+        _ => None,
     }
 }
