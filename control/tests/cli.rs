@@ -317,7 +317,10 @@ fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 #[test]
 fn agents_follow_the_stream_services_converge_and_a_silent_node_loses_its_tasks() {
     let dir = TempDir::new("agents");
-    let m = ManagerProcess::start_with(&dir.0.join("manager.redb"), &["--insecure", "--node-down-after", "2"]);
+    let m = ManagerProcess::start_with(
+        &dir.0.join("manager.redb"),
+        &["--insecure", "--node-down-after", "2"],
+    );
     let mut agents: Vec<Option<AgentProcess>> = ["n1", "n2", "n3"]
         .iter()
         .enumerate()
