@@ -239,7 +239,26 @@ fn networks_services_scaling_drain_constraints_stacks_and_a_restart() {
         "{err}"
     );
 
+    // Inspect names the VIPs by network.
+    let inspect = m.ok(&["service", "inspect", "seed_api"]);
+    for network in ["seed_public", "seed_private", "ingress"] {
+        assert!(inspect.contains(&format!("\"{network}\"")), "{inspect}");
+    }
+    // Encrypted networks got their first key at creation; rotation on demand adds the next.
+    let epochs = |m: &ManagerProcess| {
+        let state = m.state();
+        let id = state.network("secret").unwrap().id.clone();
+        state.keys.get(&id).map_or(0, |k| k.epochs.len())
+    };
+    assert_eq!(epochs(&m), 1);
+    m.ok(&["network", "rotate-key", "secret"]);
+    assert_eq!(epochs(&m), 2);
+    assert!(
+        m.refused(&["network", "rotate-key", "public"])
+            .contains("not encrypted")
+    );
     // A node's view: its tasks and networks, the keys of the encrypted ones it is on.
+    let state = m.state();
     let n3 = state.node("n3").unwrap().id.clone();
     let view: NodeView = ApiClient::new(m.addr)
         .get(&format!("/v1/nodes/{n3}/view?after=0"))

@@ -47,6 +47,9 @@ pub enum Top {
         /// Seconds without a word from a node's agent before its tasks are moved.
         #[arg(long = "node-down-after", default_value_t = 55)]
         node_down_after: u64,
+        /// Hours between new keys for the encrypted networks.
+        #[arg(long = "key-rotation-hours", default_value_t = 12)]
+        key_rotation_hours: u64,
         /// Serve plain HTTP without a cluster CA: anyone who reaches the port may do
         /// anything. For tests on loopback only.
         #[arg(long)]
@@ -159,6 +162,10 @@ pub enum NetworkCmd {
     Rm {
         name: String,
     },
+    /// A new key for an encrypted network now (received first, then sent with).
+    RotateKey {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +196,10 @@ pub enum ServiceCmd {
         command: Vec<String>,
     },
     Ls,
+    /// The service with its VIPs (by network) and ports, as JSON.
+    Inspect {
+        service: String,
+    },
     Ps {
         service: String,
     },

@@ -52,8 +52,15 @@ fn run(cli: Cli) -> Result<(), String> {
             listen,
             state,
             node_down_after,
+            key_rotation_hours,
             insecure,
-        } => run_manager(listen, &state, node_down_after, insecure),
+        } => {
+            let options = ServeOptions {
+                node_down_after: Duration::from_secs(node_down_after),
+                key_rotation: Duration::from_secs(key_rotation_hours.max(1) * 3600),
+            };
+            run_manager(listen, &state, options, insecure)
+        }
         Top::Init {
             state,
             advertise,
@@ -150,12 +157,9 @@ fn run(cli: Cli) -> Result<(), String> {
 fn run_manager(
     listen: std::net::SocketAddr,
     path: &std::path::Path,
-    node_down_after: u64,
+    options: ServeOptions,
     insecure: bool,
 ) -> Result<(), String> {
-    let options = ServeOptions {
-        node_down_after: Duration::from_secs(node_down_after),
-    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -404,6 +408,14 @@ fn network(api: &ApiClient, out: &Out, cmd: NetworkCmd) -> Result<(), String> {
                 table(&["ID", "NAME", "SUBNET", "VNI", "OPTIONS"], &rows)
             });
         }
+        NetworkCmd::RotateKey { name } => {
+            let applied: Applied = api
+                .post(&format!("/v1/networks/{name}/rotate-key"), &())
+                .map_err(|e| e.to_string())?;
+            out.print(&applied, || {
+                format!("network {name}: a new key goes out (sent with once every node holds it)")
+            });
+        }
         NetworkCmd::Rm { name } => {
             let applied = apply(
                 api,
@@ -512,6 +524,28 @@ fn service(api: &ApiClient, out: &Out, cmd: ServiceCmd) -> Result<(), String> {
             out.print(&state.services, || {
                 table(&["ID", "NAME", "MODE", "REPLICAS", "PORTS"], &rows)
             });
+        }
+        ServiceCmd::Inspect { service } => {
+            let state: State = fetch(api, "/v1/state")?;
+            let s = state.service(&service).map_err(|e| e.to_string())?;
+            let vips: std::collections::BTreeMap<String, String> = s
+                .vips
+                .iter()
+                .map(|(id, ip)| {
+                    (
+                        state
+                            .networks
+                            .get(id)
+                            .map_or(id.clone(), |n| n.spec.name.clone()),
+                        ip.to_string(),
+                    )
+                })
+                .collect();
+            let shown = serde_json::json!({ "id": s.id, "spec": s.spec, "vips": vips, "ports": s.ports, "version": s.version });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&shown).unwrap_or_default()
+            );
         }
         ServiceCmd::Ps { service } => {
             let state: State = fetch(api, "/v1/state")?;

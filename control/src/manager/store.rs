@@ -46,6 +46,9 @@ pub enum ApplyError {
     /// It could not be written down: nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The OS gave no random bytes for a key: nothing changed.
+    #[error("the operating system's random source failed: no key could be drawn")]
+    Entropy,
 }
 
 /// The state and where it is kept.

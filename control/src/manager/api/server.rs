@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::LONG_POLL;
 use super::listener::{Caller, Peer};
 use crate::manager::compose;
+use crate::manager::keys::KeyBytes;
 use crate::manager::model::{NodeStatus, Role};
 use crate::manager::{ApplyError, Command, Manager, ManagerError};
 
@@ -41,6 +42,8 @@ pub struct ServeOptions {
     /// A node whose agent has not asked for its view this long is down: its tasks are
     /// rescheduled. It is ready again as soon as it asks.
     pub node_down_after: Duration,
+    /// How often every encrypted network gets a new key (Docker: 12 h).
+    pub key_rotation: Duration,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +51,7 @@ impl Default for ServeOptions {
         // Long polls come back at least every LONG_POLL; a little more than two missed ones.
         Self {
             node_down_after: LONG_POLL * 2 + Duration::from_secs(5),
+            key_rotation: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -68,12 +72,14 @@ where
         options,
     });
     tokio::spawn(watch_nodes(shared.clone()));
+    tokio::spawn(rotate_on_schedule(shared.clone()));
     let app = Router::new()
         .route("/v1/commands", post(command))
         .route("/v1/stacks/{name}", post(stack))
         .route("/v1/state", get(state))
         .route("/v1/nodes/{node}/view", get(view))
         .route("/v1/join-tokens", get(join_tokens))
+        .route("/v1/networks/{name}/rotate-key", post(rotate_key))
         .route("/v1/join-tokens/{role}/rotate", post(rotate_token))
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
@@ -97,7 +103,7 @@ pub(super) fn status_of(error: &ApplyError) -> StatusCode {
             | ManagerError::PortInUse { .. },
         ) => StatusCode::CONFLICT,
         ApplyError::Refused(_) => StatusCode::BAD_REQUEST,
-        ApplyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApplyError::Store(_) | ApplyError::Entropy => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -114,11 +120,48 @@ impl Shared {
         self.manager.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Applies a command; a new encrypted network gets its first key at once (drawn here:
+    /// the core draws nothing).
     pub(super) fn apply(&self, command: Command) -> Result<crate::manager::Applied, ApplyError> {
+        let encrypted = matches!(&command, Command::CreateNetwork(spec) if spec.encrypted);
         let mut manager = self.lock();
-        let applied = manager.apply(command)?;
+        let mut applied = manager.apply(command)?;
+        if encrypted && let Some(id) = applied.id.clone() {
+            let rotated = manager.apply(Command::RotateKey {
+                network: id,
+                key: fresh_key()?,
+            })?;
+            applied.revision = rotated.revision;
+        }
         self.revision.send_replace(applied.revision);
         Ok(applied)
+    }
+
+    /// A new key for every encrypted network (the schedule), or for one (on demand).
+    fn rotate_keys(&self, only: Option<&str>) -> Result<u64, ApplyError> {
+        let networks: Vec<String> = {
+            let manager = self.lock();
+            let state = manager.state();
+            match only {
+                Some(name) => vec![state.network(name)?.id.clone()],
+                None => state
+                    .networks
+                    .values()
+                    .filter(|n| n.spec.encrypted)
+                    .map(|n| n.id.clone())
+                    .collect(),
+            }
+        };
+        let mut revision = self.lock().state().revision;
+        for network in networks {
+            revision = self
+                .apply(Command::RotateKey {
+                    network,
+                    key: fresh_key()?,
+                })?
+                .revision;
+        }
+        Ok(revision)
     }
 }
 
@@ -359,5 +402,54 @@ fn managers_only(peer: &Peer) -> Option<Response> {
             ),
         )),
         _ => None,
+    }
+}
+
+/// 32 key bytes from the OS.
+fn fresh_key() -> Result<KeyBytes, ApplyError> {
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| ApplyError::Entropy)?;
+    Ok(KeyBytes(key))
+}
+
+/// On demand: `shoal network rotate-key NAME` (managers).
+async fn rotate_key(
+    Extract(shared): Extract<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(denied) = managers_only(&peer) {
+        return denied;
+    }
+    if let Ok(net) = shared.lock().state().network(&name)
+        && !net.spec.encrypted
+    {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            ManagerError::NotEncrypted { network: name }.to_string(),
+        );
+    }
+    match shared.rotate_keys(Some(&name)) {
+        Ok(revision) => Json(crate::manager::Applied {
+            revision,
+            ..Default::default()
+        })
+        .into_response(),
+        Err(e) => refusal(status_of(&e), e.to_string()),
+    }
+}
+
+/// Every `key_rotation`, a new key for every encrypted network.
+async fn rotate_on_schedule(shared: AppState) {
+    let mut tick = tokio::time::interval(shared.options.key_rotation);
+    tick.tick().await; // the first tick is immediate: networks got their first key at creation
+    loop {
+        tick.tick().await;
+        if let Err(e) = shared.rotate_keys(None) {
+            tracing::warn!("manager: scheduled key rotation failed: {e}");
+        }
     }
 }
