@@ -772,3 +772,127 @@ fn a_node_view_holds_its_tasks_its_networks_and_the_services_on_them() {
     );
     assert!(!view.services.iter().any(|s| s.spec.name == "web"));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn command() -> impl Strategy<Value = Command> {
+        let name = prop_oneof![
+            Just("a"),
+            Just("b"),
+            Just("web"),
+            Just("public"),
+            Just("-x")
+        ];
+        let node = prop_oneof![Just("n1"), Just("n2"), Just("n3"), Just("n9")];
+        prop_oneof![
+            (name.clone(), any::<bool>(), prop::option::of(0u8..4)).prop_map(
+                |(n, encrypted, sub)| {
+                    let subnet =
+                        sub.map(|s| format!("10.{}.0.0/{}", 50 + s, 22 + s * 2).parse().unwrap());
+                    Command::CreateNetwork(NetworkSpec {
+                        name: n.into(),
+                        encrypted,
+                        subnet,
+                        ..Default::default()
+                    })
+                }
+            ),
+            (
+                name.clone(),
+                0u32..6,
+                prop::option::of(prop_oneof![Just(8080u16), Just(9000)]),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(n, replicas, published, global, dnsrr)| {
+                    let mut spec = replicated(n, replicas);
+                    if global {
+                        spec.mode = ServiceMode::Global;
+                    }
+                    if dnsrr {
+                        spec.endpoint_mode = EndpointMode::Dnsrr;
+                    }
+                    spec.ports = published
+                        .map(|p| PortSpec {
+                            target: 80,
+                            published: Some(p),
+                            ..Default::default()
+                        })
+                        .into_iter()
+                        .collect();
+                    Command::CreateService(spec)
+                }),
+            (name.clone(), 0u32..8).prop_map(|(n, replicas)| Command::ScaleService {
+                service: n.into(),
+                replicas
+            }),
+            name.clone()
+                .prop_map(|n| Command::RemoveService { service: n.into() }),
+            name.clone()
+                .prop_map(|n| Command::RemoveNetwork { network: n.into() }),
+            (node.clone(), any::<bool>()).prop_map(|(n, down)| Command::NodeStatus {
+                node: n.into(),
+                status: if down {
+                    NodeStatus::Down
+                } else {
+                    NodeStatus::Ready
+                },
+            }),
+            (node, 0u8..3).prop_map(|(n, a)| Command::UpdateNode {
+                node: n.into(),
+                availability: Some(
+                    [
+                        Availability::Active,
+                        Availability::Pause,
+                        Availability::Drain
+                    ][a as usize]
+                ),
+                role: None,
+                labels_add: BTreeMap::new(),
+                labels_rm: vec![],
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Whatever the commands, applying them never panics, a refused one changes nothing,
+        /// and the state stays consistent: no address given twice on a network, no published
+        /// port held by two services, every live replicated slot within its replicas.
+        #[test]
+        fn any_command_sequence_keeps_the_state_consistent(commands in prop::collection::vec(command(), 1..40)) {
+            let mut state = cluster();
+            for command in commands {
+                let before = state.clone();
+                match state.apply(command) {
+                    Ok(applied) => prop_assert_eq!(applied.revision, before.revision + 1),
+                    Err(_) => prop_assert_eq!(&state, &before),
+                }
+                let mut taken = std::collections::BTreeSet::new();
+                for task in state.tasks.values() {
+                    for (network, ip) in &task.addresses {
+                        prop_assert!(taken.insert((network.clone(), *ip)), "{ip} given twice on {network}");
+                    }
+                }
+                for service in state.services.values() {
+                    for ip in service.vips.iter() {
+                        prop_assert!(taken.insert((ip.0.clone(), *ip.1)), "VIP {} also a task's", ip.1);
+                    }
+                    if let ServiceMode::Replicated { replicas } = service.spec.mode {
+                        let live = state.tasks_of(&service.id).into_iter().filter(|t| t.is_live()).count();
+                        prop_assert!(live <= replicas as usize, "{} live tasks for {replicas} replicas", live);
+                    }
+                }
+                let mut ports = std::collections::BTreeSet::new();
+                for service in state.services.values() {
+                    for port in &service.ports {
+                        prop_assert!(ports.insert((port.protocol, port.published)), "port {:?} twice", port.published);
+                    }
+                }
+            }
+        }
+    }
+}
