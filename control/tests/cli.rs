@@ -463,8 +463,9 @@ fn init_tls_tokens_and_a_joining_agent() {
     );
     let err = anonymous.get::<State>("/v1/state").unwrap_err().to_string();
     assert!(err.contains("needs a client certificate"), "{err}");
-    // Plain HTTP to the TLS port gets nowhere either.
-    assert!(!m.shoal(&["service", "ls"]).0);
+    // Plain HTTP to the TLS port gets nowhere either, and is told why.
+    let (ok, _, err) = m.shoal(&["service", "ls"]);
+    assert!(!ok && err.contains("--certs"), "{err}");
 
     // An agent joins with the worker token; a wrong or rotated-out token is refused.
     let agent = |token: &str| {

@@ -817,7 +817,7 @@ fn check_name(kind: &'static str, name: &str) -> Result<(), ManagerError> {
 fn scrambled_id(n: u64) -> String {
     const SPACE: u128 = 3_656_158_440_062_976; // 36^10
     // Odd and not a multiple of 3: coprime with 36^10, so n -> n * K mod 36^10 is a bijection.
-    const K: u128 = 25_214_903_917;
+    const K: u128 = 2_259_630_184_031_291; // about 0.618 × 36^10: neighbours land far apart
     let mut x = (u128::from(n) * K) % SPACE;
     let mut out = [b'0'; 10];
     for slot in out.iter_mut().rev() {

@@ -144,7 +144,17 @@ impl ApiClient {
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| self.garbled(format!("status line {status_line:?}")))?;
+            .ok_or_else(|| {
+                // A TLS record (alert 0x15, handshake 0x16) in answer to plain HTTP.
+                if status_line.starts_with(['\u{15}', '\u{16}']) {
+                    ClientError::Tls {
+                        addr: self.addr,
+                        why: "the manager speaks TLS: give the CLI the credentials `shoal init` wrote (--certs DIR or SHOAL_CERTS)".into(),
+                    }
+                } else {
+                    self.garbled(format!("status line {status_line:?}"))
+                }
+            })?;
         let mut length = None;
         loop {
             let mut line = String::new();
