@@ -26,8 +26,13 @@ impl ManagerProcess {
     }
 
     fn start_with(state: &Path, extra: &[&str]) -> ManagerProcess {
+        Self::start_at(state, "127.0.0.1:0", extra)
+    }
+
+    /// At a given address (a restart where the agents expect it).
+    fn start_at(state: &Path, listen: &str, extra: &[&str]) -> ManagerProcess {
         let mut child = Command::new(SHOAL)
-            .args(["manager", "--listen", "127.0.0.1:0", "--state"])
+            .args(["manager", "--listen", listen, "--state"])
             .arg(state)
             .args(extra)
             .stdout(Stdio::piped())
@@ -399,6 +404,41 @@ fn agents_follow_the_stream_services_converge_and_a_silent_node_loses_its_tasks(
         global.contains("overall progress: 3 out of 3 tasks"),
         "{global}"
     );
+
+    // An encrypted network's first key becomes the sending key once every node on it said
+    // it holds it (the agents acknowledge what their views carry).
+    m.ok(&["network", "create", "--opt", "encrypted", "secret"]);
+    m.ok(&[
+        "service",
+        "create",
+        "vault",
+        "--replicas",
+        "2",
+        "--network",
+        "secret",
+    ]);
+    let tx = |m: &ManagerProcess| {
+        let state = m.state();
+        let id = state.network("secret").unwrap().id.clone();
+        state.keys.get(&id).and_then(|k| k.tx)
+    };
+    assert!(
+        eventually(10, || tx(&m) == Some(1)),
+        "key 1 in use once acknowledged"
+    );
+
+    // The manager restarts where it was: the agents' streams resume (from the revision
+    // they had) and a new service converges on them.
+    let addr = m.addr.to_string();
+    let state_file = dir.0.join("manager.redb");
+    drop(m);
+    let m = ManagerProcess::start_at(
+        &state_file,
+        &addr,
+        &["--insecure", "--node-down-after", "2"],
+    );
+    let out = m.ok(&["service", "create", "after", "--replicas", "3"]);
+    assert!(out.contains("verify: Service converged"), "{out}");
 }
 
 #[test]

@@ -39,27 +39,35 @@ pub fn register(api: &ApiClient, me: &Identity) -> Result<(), ClientError> {
     }
 }
 
-/// The report for each task of the view whose observed state lags its desired one.
+/// What the node tells the manager after a view: each task whose observed state lags its
+/// desired one, and each key epoch of its networks it holds but has not acknowledged (the
+/// manager switches a network to a new key once every attached node did).
 pub fn reports(view: &NodeView) -> Vec<Command> {
-    view.tasks
-        .iter()
-        .filter_map(|t| {
-            let observed = match t.desired {
+    let tasks = view.tasks.iter().filter_map(|t| {
+        let observed = match t.desired {
+            TaskState::Running if !t.observed.is_terminal() && t.observed != TaskState::Running => {
                 TaskState::Running
-                    if !t.observed.is_terminal() && t.observed != TaskState::Running =>
-                {
-                    TaskState::Running
-                }
-                TaskState::Shutdown if !t.observed.is_terminal() => TaskState::Shutdown,
-                _ => return None,
-            };
-            Some(Command::TaskStatus {
-                task: t.task.clone(),
-                observed,
-                message: String::new(),
-            })
+            }
+            TaskState::Shutdown if !t.observed.is_terminal() => TaskState::Shutdown,
+            _ => return None,
+        };
+        Some(Command::TaskStatus {
+            task: t.task.clone(),
+            observed,
+            message: String::new(),
         })
-        .collect()
+    });
+    let keys = view.networks.iter().flat_map(|n| {
+        let epochs = n.keys.iter().flat_map(|k| k.epochs.iter());
+        epochs
+            .filter(|e| !e.acked.contains(&view.node))
+            .map(|e| Command::KeyAck {
+                node: view.node.clone(),
+                network: n.id.clone(),
+                epoch: e.epoch,
+            })
+    });
+    tasks.chain(keys).collect()
 }
 
 /// Follows the stream until `stop` is set. A lost manager is retried with backoff (up to 5 s
