@@ -560,3 +560,100 @@ fn init_tls_tokens_and_a_joining_agent() {
     );
     drop(joined);
 }
+
+#[test]
+fn inspect_promote_update_and_the_stack_commands() {
+    let dir = TempDir::new("more");
+    let m = ManagerProcess::start(&dir.0.join("manager.redb"));
+    m.ok(&[
+        "node",
+        "add",
+        "n1",
+        "--hostname",
+        "n1",
+        "--addr",
+        "192.168.77.1",
+    ]);
+    m.ok(&[
+        "node",
+        "add",
+        "n2",
+        "--hostname",
+        "n2",
+        "--addr",
+        "192.168.77.2",
+    ]);
+    m.ok(&["node", "promote", "n2"]);
+    assert!(
+        m.ok(&["node", "inspect", "n2"])
+            .contains("\"role\": \"manager\"")
+    );
+    m.ok(&["node", "demote", "n2"]);
+    assert!(
+        m.ok(&["node", "inspect", "n2"])
+            .contains("\"role\": \"worker\"")
+    );
+
+    let stack = dir.0.join("app.yml");
+    std::fs::write(
+        &stack,
+        "services:\n  web:\n    ports: ['8080:80']\n  db:\n    deploy: { replicas: 2 }\n",
+    )
+    .unwrap();
+    m.ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "app"]);
+    let ls = m.ok(&["stack", "ls"]);
+    assert!(ls.contains("app") && ls.contains('2'), "{ls}");
+    let services = m.ok(&["stack", "services", "app"]);
+    assert!(
+        services.contains("app_web") && services.contains("app_db"),
+        "{services}"
+    );
+    assert_eq!(
+        m.ok(&["stack", "ps", "app"]).lines().count(),
+        1 + 3,
+        "a header and three tasks"
+    );
+    let inspect = m.ok(&["network", "inspect", "app_default"]);
+    assert!(
+        inspect.contains("app_web") && inspect.contains("\"vni\""),
+        "{inspect}"
+    );
+
+    // Update: a new environment and scale; the tasks are replaced, the port kept.
+    let before = m.state();
+    let web = before.service("app_web").unwrap().clone();
+    m.ok(&[
+        "service",
+        "update",
+        "-d",
+        "app_web",
+        "--env-add",
+        "MODE=blue",
+        "--replicas",
+        "2",
+    ]);
+    let after = m.state();
+    let updated = after.service("app_web").unwrap();
+    assert_eq!(
+        updated.spec.env.get("MODE").map(String::as_str),
+        Some("blue")
+    );
+    assert_eq!(updated.ports[0].published, Some(8080));
+    assert_eq!(updated.version, web.version + 1);
+    assert!(
+        m.refused(&[
+            "service",
+            "update",
+            "-d",
+            "app_web",
+            "--constraint-add",
+            "node.zone==x"
+        ])
+        .contains("node.hostname==NAME")
+    );
+
+    m.ok(&["stack", "rm", "app"]);
+    let state = m.state();
+    assert!(state.services.is_empty() && state.network("app_default").is_err());
+    assert!(m.refused(&["stack", "rm", "app"]).contains("not found"));
+}

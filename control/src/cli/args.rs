@@ -117,6 +117,18 @@ pub enum NodeCmd {
         labels: Vec<String>,
     },
     Ls,
+    /// The node as JSON.
+    Inspect {
+        node: String,
+    },
+    /// Makes a node a manager.
+    Promote {
+        node: String,
+    },
+    /// Makes a node a worker.
+    Demote {
+        node: String,
+    },
     Update {
         node: String,
         #[arg(long, value_enum)]
@@ -159,6 +171,10 @@ pub enum NetworkCmd {
         opts: Vec<String>,
     },
     Ls,
+    /// The network as JSON, with the services on it.
+    Inspect {
+        name: String,
+    },
     Rm {
         name: String,
     },
@@ -188,6 +204,13 @@ pub enum ServiceCmd {
         constraints: Vec<String>,
         #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// A health check command, run in the task's namespaces (`sh -c`).
+        #[arg(long = "health-cmd")]
+        health_cmd: Option<String>,
+        #[arg(long = "health-interval-ms", default_value_t = 30_000)]
+        health_interval_ms: u64,
+        #[arg(long = "health-retries", default_value_t = 3)]
+        health_retries: u32,
         /// Return at once instead of following the tasks until the service converges.
         #[arg(long, short = 'd')]
         detach: bool,
@@ -202,6 +225,31 @@ pub enum ServiceCmd {
     },
     Ps {
         service: String,
+    },
+    /// Changes a service: its tasks are replaced (a scale alone only adds or stops some).
+    Update {
+        service: String,
+        #[arg(long)]
+        replicas: Option<u32>,
+        #[arg(long = "env-add", value_name = "KEY=VALUE")]
+        env_add: Vec<String>,
+        #[arg(long = "env-rm", value_name = "KEY")]
+        env_rm: Vec<String>,
+        #[arg(long = "constraint-add")]
+        constraint_add: Vec<String>,
+        #[arg(long = "constraint-rm")]
+        constraint_rm: Vec<String>,
+        #[arg(long = "publish-add")]
+        publish_add: Vec<String>,
+        /// A target port whose publication goes.
+        #[arg(long = "publish-rm")]
+        publish_rm: Vec<u16>,
+        #[arg(long = "network-add")]
+        network_add: Vec<String>,
+        #[arg(long = "network-rm")]
+        network_rm: Vec<String>,
+        #[arg(long, short = 'd')]
+        detach: bool,
     },
     /// `NAME=REPLICAS`.
     Scale {
@@ -220,6 +268,19 @@ pub enum StackCmd {
     Deploy {
         #[arg(short = 'c', long = "compose-file")]
         file: PathBuf,
+        name: String,
+    },
+    Ls,
+    /// The stack's services.
+    Services {
+        name: String,
+    },
+    /// The stack's tasks.
+    Ps {
+        name: String,
+    },
+    /// Removes the stack's services, then its networks.
+    Rm {
         name: String,
     },
 }

@@ -18,6 +18,10 @@ use super::model::{
     RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
 };
 
+/// The label naming the stack a service was deployed with (Docker's
+/// `com.docker.stack.namespace`).
+pub const STACK_LABEL: &str = "shoal.stack";
+
 /// A stack ready to deploy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stack {
@@ -339,6 +343,7 @@ pub fn parse(file: &str, stack: &str, text: &str) -> Result<Stack, ComposeError>
         if let Some(image) = &s.image {
             spec.labels.insert("image".into(), image.clone());
         }
+        spec.labels.insert(STACK_LABEL.into(), stack.to_owned());
         spec.command = match &s.command {
             None => Vec::new(),
             Some(StringOrList::One(line)) => vec!["sh".into(), "-c".into(), line.clone()],
