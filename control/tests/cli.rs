@@ -447,7 +447,16 @@ fn init_tls_tokens_and_a_joining_agent() {
     let state = dir.0.join("manager.redb");
     let certs = dir.0.join("cli");
     let out = Command::new(SHOAL)
-        .args(["init", "--advertise", "127.0.0.1", "--state"])
+        .args([
+            "init",
+            "--advertise",
+            "127.0.0.1",
+            "--default-addr-pool",
+            "10.20.0.0/16",
+            "--default-addr-pool-mask-length",
+            "26",
+            "--state",
+        ])
         .arg(&state)
         .arg("--certs-out")
         .arg(&certs)
@@ -542,6 +551,27 @@ fn init_tls_tokens_and_a_joining_agent() {
     assert!(
         ok && out.contains("verify: Service converged"),
         "{out}{err}"
+    );
+    // The pool given at init, and the gossip keyring acknowledged by the joined node.
+    let state = with_certs(&["--format", "json", "network", "ls"]).1;
+    assert!(state.contains("10.20.0.64/26"), "{state}");
+    let gossip_tx = || {
+        let client = ApiClient::with_tls(
+            m.addr,
+            control::manager::trust::client_config(
+                &ca,
+                Some((
+                    &std::fs::read_to_string(certs.join("cli.pem")).unwrap(),
+                    &std::fs::read_to_string(certs.join("cli.key")).unwrap(),
+                )),
+            )
+            .unwrap(),
+        );
+        client.get::<State>("/v1/state").unwrap().gossip_keys.tx
+    };
+    assert!(
+        eventually(10, || gossip_tx() == Some(1)),
+        "the gossip key in use once every node holds it"
     );
     let (ok, out, _) = with_certs(&["join-token", "worker", "--rotate"]);
     assert!(ok && !out.contains(&token), "{out}");

@@ -67,7 +67,16 @@ pub fn reports(view: &NodeView) -> Vec<Command> {
                 epoch: e.epoch,
             })
     });
-    tasks.chain(keys).collect()
+    let gossip = view
+        .gossip_keys
+        .epochs
+        .iter()
+        .filter(|e| !e.acked.contains(&view.node))
+        .map(|e| Command::GossipKeyAck {
+            node: view.node.clone(),
+            epoch: e.epoch,
+        });
+    tasks.chain(keys).chain(gossip).collect()
 }
 
 /// Follows the stream until `stop` is set. A lost manager is retried with backoff (up to 5 s

@@ -65,6 +65,23 @@ pub enum Top {
         advertise: Ipv4Addr,
         #[arg(long = "certs-out", default_value = "/var/lib/shoal/cli")]
         certs_out: PathBuf,
+        /// Where networks' subnets come from (Docker's --default-addr-pool).
+        #[arg(long = "default-addr-pool", default_value = "10.0.0.0/8")]
+        pool: String,
+        /// The size of a subnet given from the pool.
+        #[arg(long = "default-addr-pool-mask-length", default_value_t = 24)]
+        mask_length: u8,
+    },
+    /// Joins the cluster as this node (the same as `agent --token`).
+    Join {
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long)]
+        addr: Ipv4Addr,
+        #[arg(long = "no-runtime")]
+        no_runtime: bool,
     },
     /// Prints a role's join token (`--rotate`: replaces it first).
     JoinToken {

@@ -14,12 +14,17 @@ use crate::manager::tokens::{JoinTokens, Token};
 use crate::manager::trust::{ClusterCa, NodeKey, client_config, pinned_client_config};
 
 #[allow(clippy::disallowed_methods)] // shell: certificates start now
-pub fn init(state: &Path, advertise: Ipv4Addr, certs_out: &Path) -> Result<(), String> {
+pub fn init(
+    state: &Path,
+    advertise: Ipv4Addr,
+    certs_out: &Path,
+    pool: PoolConfig,
+) -> Result<(), String> {
     let now = std::time::SystemTime::now();
     if let Some(dir) = state.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let mut manager = Manager::open(state, PoolConfig::default()).map_err(|e| e.to_string())?;
+    let mut manager = Manager::open(state, pool).map_err(|e| e.to_string())?;
     if manager.trust().is_some() {
         return Err(format!(
             "{} already holds a cluster: `shoal join-token worker` prints its token",
@@ -46,6 +51,11 @@ pub fn init(state: &Path, advertise: Ipv4Addr, certs_out: &Path) -> Result<(), S
         tokens: tokens.clone(),
     };
     manager.set_trust(record).map_err(|e| e.to_string())?;
+    // The gossip keyring's first key, drawn here as every key is.
+    let key = crate::manager::api::fresh_gossip_key().map_err(|e| e.to_string())?;
+    manager
+        .apply(crate::manager::Command::RotateGossipKey { key })
+        .map_err(|e| e.to_string())?;
     write_credentials(
         certs_out,
         ca.cert_pem(),

@@ -65,7 +65,54 @@ fn run(cli: Cli) -> Result<(), String> {
             state,
             advertise,
             certs_out,
-        } => init::init(&state, advertise, &certs_out),
+            pool,
+            mask_length,
+        } => {
+            let pool_net: ipnet::Ipv4Net = pool.parse().map_err(|_| {
+                format!("--default-addr-pool {pool:?}: write an IPv4 CIDR like 10.0.0.0/8")
+            })?;
+            if mask_length < pool_net.prefix_len() || mask_length > 29 {
+                return Err(format!(
+                    "--default-addr-pool-mask-length {mask_length}: between the pool's /{} and /29",
+                    pool_net.prefix_len()
+                ));
+            }
+            let ingress = pool_net
+                .subnets(mask_length)
+                .ok()
+                .and_then(|mut s| s.next())
+                .ok_or("the pool has no subnet of that size")?;
+            let config = PoolConfig {
+                pool: pool_net,
+                prefix_len: mask_length,
+                ingress,
+                ..PoolConfig::default()
+            };
+            init::init(&state, advertise, &certs_out, config)
+        }
+        Top::Join {
+            token,
+            hostname,
+            addr,
+            no_runtime,
+        } => {
+            if !no_runtime {
+                return Err("the task runtime is not built yet: run `shoal join --no-runtime ...`, which follows the manager and reports tasks as running without starting them".into());
+            }
+            let (api, id) = init::join(cli.manager, &token, &hostname, addr)?;
+            let me = Identity {
+                id,
+                hostname,
+                addr,
+                labels: Default::default(),
+            };
+            println!(
+                "shoal agent {} ({}) following the manager at {}",
+                me.hostname, me.id, cli.manager
+            );
+            follow(&api, &me, false, &Arc::new(AtomicBool::new(false)));
+            Ok(())
+        }
         Top::JoinToken { role, rotate } => {
             let role = match role {
                 RoleArg::Worker => "worker",

@@ -82,6 +82,16 @@ pub enum Command {
         network: String,
         epoch: u32,
     },
+    /// A new key for the cluster's gossip keyring (memberlist's AES key): every node gets it
+    /// for receiving, it becomes the primary once every ready node acknowledged it.
+    RotateGossipKey {
+        key: KeyBytes,
+    },
+    /// A node holds a gossip key epoch.
+    GossipKeyAck {
+        node: String,
+        epoch: u32,
+    },
     DetachContainer {
         container: String,
     },

@@ -50,6 +50,9 @@ pub struct State {
     pub containers: BTreeMap<String, Container>,
     /// Key sets of the encrypted networks, by network id.
     pub keys: Keys,
+    /// The cluster's gossip keyring (all nodes hold it).
+    #[serde(default)]
+    pub gossip_keys: super::keys::KeySet,
 }
 
 impl State {
@@ -66,6 +69,7 @@ impl State {
             tasks: BTreeMap::new(),
             containers: BTreeMap::new(),
             keys: Keys::new(),
+            gossip_keys: Default::default(),
         };
         let spec = NetworkSpec {
             name: INGRESS.into(),
@@ -292,6 +296,13 @@ impl State {
                 self.containers.insert(id.clone(), container);
                 applied.id = Some(id);
                 applied.address = Some(address);
+            }
+            Command::RotateGossipKey { key } => {
+                self.gossip_keys.rotate(key);
+            }
+            Command::GossipKeyAck { node, epoch } => {
+                let node = self.node(&node)?.id.clone();
+                self.gossip_keys.ack(&node, epoch);
             }
             Command::RotateKey { network, key } => {
                 let net = self.network(&network)?.clone();
@@ -543,6 +554,13 @@ impl State {
     /// Moves each key rotation on once every attached node holds the new key. (A network with
     /// no node attached yet switches at once: nobody could miss a frame.)
     fn settle_keys(&mut self) {
+        let ready: std::collections::BTreeSet<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.status == NodeStatus::Ready)
+            .map(|n| n.id.clone())
+            .collect();
+        self.gossip_keys.settle(&ready);
         let ids: Vec<String> = self.keys.keys().cloned().collect();
         for id in ids {
             let attached = self.attached_nodes(&id);

@@ -56,6 +56,8 @@ pub struct NodeView {
     /// The tasks this node runs (or stops).
     pub tasks: Vec<EndpointView>,
     pub services: Vec<ServiceView>,
+    /// The cluster's gossip keyring.
+    pub gossip_keys: KeySet,
 }
 
 impl State {
@@ -170,6 +172,7 @@ impl State {
             networks,
             tasks,
             services,
+            gossip_keys: self.gossip_keys.clone(),
         }
     }
 }

@@ -25,5 +25,10 @@ pub use client::{ApiClient, ClientError};
 pub use listener::{Caller, Peer, PlainListener, TlsListener};
 pub use server::{ApiError, ServeOptions, serve};
 
+/// A key for the gossip keyring from the OS (what `shoal init` starts the keyring with).
+pub fn fresh_gossip_key() -> Result<crate::manager::keys::KeyBytes, crate::manager::ApplyError> {
+    server::fresh_key()
+}
+
 /// How long a view request waits for a new revision before answering with the current one.
 pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(25);

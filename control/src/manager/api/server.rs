@@ -153,6 +153,11 @@ impl Shared {
             }
         };
         let mut revision = self.lock().state().revision;
+        if only.is_none() {
+            revision = self
+                .apply(Command::RotateGossipKey { key: fresh_key()? })?
+                .revision;
+        }
         for network in networks {
             revision = self
                 .apply(Command::RotateKey {
@@ -173,7 +178,10 @@ async fn command(
     // A worker's agent reports on its own tasks and keys; everything else is a manager's.
     if let Caller::Member(who) = &peer.caller
         && who.role == Role::Worker
-        && !matches!(command, Command::TaskStatus { .. } | Command::KeyAck { .. })
+        && !matches!(
+            command,
+            Command::TaskStatus { .. } | Command::KeyAck { .. } | Command::GossipKeyAck { .. }
+        )
     {
         return refusal(
             StatusCode::FORBIDDEN,
@@ -406,7 +414,7 @@ fn managers_only(peer: &Peer) -> Option<Response> {
 }
 
 /// 32 key bytes from the OS.
-fn fresh_key() -> Result<KeyBytes, ApplyError> {
+pub(crate) fn fresh_key() -> Result<KeyBytes, ApplyError> {
     use ring::rand::SecureRandom;
     let mut key = [0u8; 32];
     ring::rand::SystemRandom::new()
