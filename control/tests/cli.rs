@@ -537,21 +537,92 @@ fn init_tls_tokens_and_a_joining_agent() {
             .unwrap()
     };
     let joined = AgentProcess(agent(&token));
+    // Two more join with `shoal join`, one of them labelled through `agent --label`.
+    let join = |host: &str, addr: &str, label: Option<&str>| {
+        let mut args = vec!["--manager".to_string(), m.addr.to_string()];
+        match label {
+            None => args.extend(["join", "--no-runtime"].map(String::from)),
+            Some(l) => args.extend(["agent", "--no-runtime", "--label", l].map(String::from)),
+        }
+        args.extend(["--token", &token, "--hostname", host, "--addr", addr].map(String::from));
+        AgentProcess(
+            Command::new(SHOAL)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _w2 = join("w2", "192.168.77.12", None);
+    let _w3 = join("w3", "192.168.77.13", Some("zone=east"));
     let node_ls = || with_certs(&["node", "ls"]).1;
-    assert!(eventually(10, || node_ls().contains("w1")), "{}", node_ls());
-    let (ok, out, err) = with_certs(&[
+    assert!(
+        eventually(10, || ["w1", "w2", "w3"]
+            .iter()
+            .all(|w| node_ls().contains(w))),
+        "{}",
+        node_ls()
+    );
+    let hosts = |service: &str| {
+        let ps = with_certs(&["service", "ps", service]).1;
+        // Columns: ID, NAME, NODE, DESIRED STATE, CURRENT STATE: the tasks meant to run.
+        let mut on: Vec<String> = ps
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|cols| cols.get(3) == Some(&"running"))
+            .filter_map(|cols| cols.get(2).map(|h| h.to_string()))
+            .collect();
+        on.sort();
+        on
+    };
+    let converged = |args: &[&str]| {
+        let (ok, out, err) = with_certs(args);
+        assert!(
+            ok && out.contains("verify: Service converged"),
+            "{args:?}: {out}{err}"
+        );
+    };
+    // The whole scenario over mTLS: services, scale up and down, drain, constraints, global.
+    converged(&[
         "service",
         "create",
         "web",
         "--replicas",
-        "2",
+        "3",
         "--network",
         "public",
     ]);
-    assert!(
-        ok && out.contains("verify: Service converged"),
-        "{out}{err}"
+    assert_eq!(
+        hosts("web"),
+        ["w1", "w2", "w3"],
+        "spread over the three nodes"
     );
+    converged(&["service", "scale", "web=6"]);
+    assert_eq!(hosts("web").len(), 6);
+    converged(&["service", "scale", "web=2"]);
+    assert_eq!(hosts("web").len(), 2);
+    let (ok, _, err) = with_certs(&["node", "update", "w1", "--availability", "drain"]);
+    assert!(ok, "{err}");
+    converged(&["service", "scale", "web=4"]);
+    assert!(
+        !hosts("web").contains(&"w1".to_string()),
+        "w1 drains: {:?}",
+        hosts("web")
+    );
+    converged(&[
+        "service",
+        "create",
+        "east",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.labels.zone==east",
+    ]);
+    assert_eq!(hosts("east"), ["w3", "w3"]);
+    converged(&["service", "create", "mon", "--mode", "global"]);
+    assert_eq!(hosts("mon"), ["w2", "w3"], "one per node that takes tasks");
     // The pool given at init, and the gossip keyring acknowledged by the joined node.
     let state = with_certs(&["--format", "json", "network", "ls"]).1;
     assert!(state.contains("10.20.0.64/26"), "{state}");

@@ -100,6 +100,7 @@ pub fn join(
     token: &str,
     hostname: &str,
     addr: Ipv4Addr,
+    labels: std::collections::BTreeMap<String, String>,
 ) -> Result<(ApiClient, String), String> {
     let parsed: Token = token
         .parse()
@@ -111,6 +112,7 @@ pub fn join(
         csr_pem: key.csr_pem.clone(),
         hostname: hostname.to_owned(),
         addr,
+        labels,
     };
     let joined: JoinResponse = ApiClient::with_tls(manager, pinned)
         .post("/v1/join", &request)

@@ -99,7 +99,7 @@ fn run(cli: Cli) -> Result<(), String> {
             if !no_runtime {
                 return Err("the task runtime is not built yet: run `shoal join --no-runtime ...`, which follows the manager and reports tasks as running without starting them".into());
             }
-            let (api, id) = init::join(cli.manager, &token, &hostname, addr)?;
+            let (api, id) = init::join(cli.manager, &token, &hostname, addr, Default::default())?;
             let me = Identity {
                 id,
                 hostname,
@@ -150,7 +150,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let (api, me, joined) =
                 match token {
                     Some(token) => {
-                        let (api, id) = init::join(cli.manager, &token, &hostname, addr)?;
+                        let (api, id) =
+                            init::join(cli.manager, &token, &hostname, addr, labels.clone())?;
                         (
                             api,
                             Identity {

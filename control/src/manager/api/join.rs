@@ -20,6 +20,9 @@ pub struct JoinRequest {
     pub csr_pem: String,
     pub hostname: String,
     pub addr: Ipv4Addr,
+    /// The node's labels (placement constraints match them).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,7 +96,7 @@ pub(super) async fn join(
         hostname: request.hostname,
         role,
         addr: request.addr,
-        labels: Default::default(),
+        labels: request.labels,
     };
     if let Err(e) = shared.apply(add) {
         return refusal(status_of(&e), e.to_string());
