@@ -3,6 +3,7 @@
 //! benchmark itself (`src/bin/overlay.rs` only calls [`overlay::run`]); and [`dns`], the DNS
 //! benchmark (`src/bin/dns.rs` calls [`dns::run`]).
 
+pub mod cleanup;
 pub mod dns;
 /// The connection-distribution benchmark (`src/bin/mesh.rs` calls [`mesh::run`]).
 pub mod mesh;

@@ -33,8 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, Signal};
-use tests::testbed::{list_netns, owner_pid, remove_netns};
+use tests::testbed::{list_netns, owner_pid};
 
 use crate::overlay::conditions;
 use crate::{Machine, first_line_of, median, utc_now};
@@ -96,7 +95,9 @@ pub(crate) struct At80 {
 /// namespace and process it made is gone when it returns, also with an error.
 #[allow(clippy::disallowed_methods)] // bench: reads the clock
 pub fn run() -> Result<(), String> {
-    install_cleanup();
+    crate::cleanup::install("dns", || {
+        let _ = std::fs::remove_dir_all(servers::work_dir());
+    });
     let started = Instant::now();
     let cfg = Config::from_env()?;
     check_tools()?;
@@ -370,30 +371,4 @@ fn check_tools() -> Result<(), String> {
 /// `[  12.3s]`: the time since `started`, for progress lines.
 fn stamp(started: Instant) -> String {
     format!("[{:>5.1}s]", started.elapsed().as_secs_f64())
-}
-
-/// Cleanup on SIGINT/SIGTERM/SIGHUP: blocks them and starts a thread that waits for one, then
-/// removes this process's testbed namespaces (killing unbound and any dnsperf in them) and
-/// exits. Panics and errors clean up through the testbed's Drop.
-fn install_cleanup() {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        let Ok(sig) = set.wait() else { return };
-        eprintln!("dns: {sig:?}: removing this run's namespace and exiting");
-        let me = std::process::id();
-        for name in list_netns()
-            .into_iter()
-            .filter(|n| owner_pid(n) == Some(me))
-        {
-            remove_netns(&name);
-        }
-        let _ = std::fs::remove_dir_all(servers::work_dir());
-        std::process::exit(130);
-    });
 }

@@ -42,8 +42,7 @@ use std::time::{Duration, Instant};
 use dataplane::balance::{Algorithm, BalanceCounters};
 use dataplane::mesh::PortStats;
 use dataplane::shell::netns::NetnsRef;
-use nix::sys::signal::{SigSet, Signal};
-use tests::testbed::{list_netns, owner_pid, remove_netns};
+use tests::testbed::{list_netns, owner_pid};
 
 use crate::overlay::conditions;
 use crate::{Machine, utc_now};
@@ -216,7 +215,9 @@ pub(crate) type OpenFlows = (String, Vec<(String, u32)>);
 /// namespace and process it made is gone when it returns, also with an error.
 #[allow(clippy::disallowed_methods)] // bench: reads the clock
 pub fn run() -> Result<(), String> {
-    install_cleanup();
+    crate::cleanup::install("mesh", || {
+        let _ = std::fs::remove_dir_all(lab::work_dir());
+    });
     let started = Instant::now();
     let cfg = Config::from_env()?;
     check_tools()?;
@@ -511,32 +512,6 @@ pub(crate) fn have(tool: &str) -> bool {
 /// `[  12.3s]`: the time since `started`, for progress lines.
 fn stamp(started: Instant) -> String {
     format!("[{:>6.1}s]", started.elapsed().as_secs_f64())
-}
-
-/// Cleanup on SIGINT/SIGTERM/SIGHUP: blocks them and starts a thread that waits for one, then
-/// removes this process's testbed namespaces (killing HAProxy in them) and exits. Panics and
-/// errors clean up through the testbed's Drop.
-fn install_cleanup() {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        let Ok(sig) = set.wait() else { return };
-        eprintln!("mesh: {sig:?}: removing this run's namespaces and exiting");
-        let me = std::process::id();
-        for name in list_netns()
-            .into_iter()
-            .filter(|n| owner_pid(n) == Some(me))
-        {
-            remove_netns(&name);
-        }
-        let _ = std::fs::remove_dir_all(lab::work_dir());
-        std::process::exit(130);
-    });
 }
 
 #[cfg(test)]

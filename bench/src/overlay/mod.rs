@@ -36,7 +36,6 @@ mod paths;
 mod perf;
 mod profile;
 mod report;
-mod signals;
 mod threads;
 
 use crate::{Machine, utc_now};
@@ -94,7 +93,14 @@ impl Config {
 /// Runs the whole benchmark and writes its results. Call it first in `main`, before any other
 /// thread exists: the signal handler relies on every thread inheriting its signal mask.
 pub fn run() {
-    signals::install_cleanup();
+    crate::cleanup::install("overlay", || {
+        if let Some(pid) = perf::running() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    });
     let started = Instant::now();
     let cfg = Config::from_env();
     check_tools();
