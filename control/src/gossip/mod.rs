@@ -1,5 +1,7 @@
 //! Gossip on 7946: memberlist's wire protocol, so a HashiCorp Serf agent is a real peer.
 //!
+//! - [`membership`]: SWIM with Lifeguard's suspicion, sans-IO;
 //! - [`wire`]: the messages and their framing (msgpack, compound, CRC, LZW, AES-GCM keyring).
 
+pub mod membership;
 pub mod wire;

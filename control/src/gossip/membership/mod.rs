@@ -1,0 +1,721 @@
+//! SWIM membership with Lifeguard's suspicion, as HashiCorp memberlist runs it, sans-IO:
+//! messages and `now` in, packets to send and member events out. The shell (to come) owns the
+//! sockets, the clock and the push/pull streams; this core decides who is probed, who is
+//! suspected, who is dead, and what news rides on every packet.
+//!
+//! - probing: one member per probe interval, in a shuffled round; no ack within the probe
+//!   timeout → `k` indirect probes through other members (with nacks); still nothing by the
+//!   end of the interval → suspect;
+//! - suspicion (Lifeguard): the timeout starts at `max` and shrinks toward `min` as independent
+//!   members confirm it (`timeout(c) = max(min, max − (max − min)·log(c+1)/log(k+1))`); a member
+//!   refutes it by raising its incarnation;
+//! - local health (Lifeguard): missed acks raise an awareness score that stretches this node's
+//!   probe interval and timeout, so a slow node does not accuse healthy ones;
+//! - dissemination: alive/suspect/dead news is piggybacked on every packet, each item sent
+//!   `retransmit_mult · ⌈log10(n + 1)⌉` times, newer news about a node replacing older.
+
+mod broadcast;
+mod suspicion;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use broadcast::Broadcasts;
+use suspicion::Suspicion;
+
+use super::wire::{
+    Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Ping, PushNodeState, Suspect,
+};
+use dataplane::types::Timestamp;
+
+/// memberlist's LAN profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub indirect_checks: usize,
+    pub retransmit_mult: u32,
+    pub suspicion_mult: u32,
+    pub suspicion_max_timeout_mult: u32,
+    /// The highest local-health score (the interval stretches up to `(max + 1)×`).
+    pub awareness_max: u32,
+    /// News items piggybacked on one packet at most.
+    pub piggyback: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_timeout_mult: 6,
+            awareness_max: 8,
+            piggyback: 8,
+        }
+    }
+}
+
+/// What this node knows of another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub meta: Vec<u8>,
+    pub incarnation: u32,
+    pub state: NodeState,
+}
+
+/// What happened to the membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Joined(String),
+    Suspected(String),
+    Failed(String),
+    Left(String),
+    /// A suspected or failed member is alive again.
+    Recovered(String),
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send these messages to `to` in one packet (compound if more than one).
+    Send {
+        to: SocketAddr,
+        messages: Vec<Message>,
+    },
+    Event(Event),
+}
+
+#[derive(Clone, Debug)]
+struct Probe {
+    target: String,
+    /// When the direct probe gives up and indirect ones start.
+    direct_deadline: Timestamp,
+    /// When the target is suspected if nothing answered.
+    deadline: Timestamp,
+    indirect_sent: usize,
+    nacks: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Relay {
+    origin: SocketAddr,
+    origin_seq: u32,
+    nack: bool,
+    deadline: Timestamp,
+}
+
+#[derive(Debug)]
+pub struct Membership {
+    config: Config,
+    me: Member,
+    members: BTreeMap<String, Member>,
+    order: Vec<String>,
+    next_in_order: usize,
+    next_probe: Timestamp,
+    seq: u32,
+    probes: BTreeMap<u32, Probe>,
+    relays: BTreeMap<u32, Relay>,
+    suspicions: BTreeMap<String, Suspicion>,
+    broadcasts: Broadcasts,
+    awareness: u32,
+    rng: u64,
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp(t.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+}
+
+impl Membership {
+    /// This node, known as `name` at `addr`; `seed` drives the probe order and the choice of
+    /// indirect probers (no randomness of its own).
+    pub fn new(config: Config, name: &str, addr: SocketAddr, meta: Vec<u8>, seed: u64) -> Self {
+        let me = Member {
+            name: name.to_owned(),
+            addr,
+            meta,
+            incarnation: 1,
+            state: NodeState::Alive,
+        };
+        let mut m = Self {
+            config,
+            me,
+            members: BTreeMap::new(),
+            order: Vec::new(),
+            next_in_order: 0,
+            next_probe: Timestamp(0),
+            seq: 0,
+            probes: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
+            broadcasts: Broadcasts::default(),
+            awareness: 0,
+            rng: seed | 1,
+        };
+        m.broadcast_alive_self();
+        m
+    }
+
+    pub fn name(&self) -> &str {
+        &self.me.name
+    }
+
+    pub fn incarnation(&self) -> u32 {
+        self.me.incarnation
+    }
+
+    pub fn awareness(&self) -> u32 {
+        self.awareness
+    }
+
+    /// Every member but this one.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.get(name)
+    }
+
+    /// Members (this one included) that are alive or suspected: the cluster's size as
+    /// Lifeguard counts it.
+    fn live_count(&self) -> usize {
+        1 + self
+            .members
+            .values()
+            .filter(|m| matches!(m.state, NodeState::Alive | NodeState::Suspect))
+            .count()
+    }
+
+    /// This node's view for a push/pull exchange (itself included).
+    pub fn local_state(&self) -> Vec<PushNodeState> {
+        std::iter::once(&self.me)
+            .chain(self.members.values())
+            .map(|m| PushNodeState {
+                name: m.name.clone(),
+                addr: m.addr.ip(),
+                port: m.addr.port(),
+                meta: m.meta.clone(),
+                incarnation: m.incarnation,
+                state: m.state,
+                vsn: None,
+            })
+            .collect()
+    }
+
+    /// Merges a push/pull's remote states: alive news treated as alive messages, dead and left
+    /// as dead ones, suspect as suspect (memberlist's `mergeState`).
+    pub fn merge_remote_state(&mut self, now: Timestamp, nodes: Vec<PushNodeState>) -> Vec<Output> {
+        let mut out = Vec::new();
+        for n in nodes {
+            let addr = SocketAddr::new(n.addr, n.port);
+            match n.state {
+                NodeState::Alive => self.on_alive(
+                    now,
+                    Alive {
+                        incarnation: n.incarnation,
+                        node: n.name,
+                        addr: n.addr,
+                        port: n.port,
+                        meta: n.meta,
+                        vsn: None,
+                    },
+                    addr,
+                    &mut out,
+                ),
+                NodeState::Suspect => self.on_suspect(
+                    now,
+                    Suspect {
+                        incarnation: n.incarnation,
+                        node: n.name,
+                        from: self.me.name.clone(),
+                    },
+                    &mut out,
+                ),
+                NodeState::Dead | NodeState::Left => {
+                    // Someone else's view of a death is a suspicion here: we check for ourselves.
+                    let from = if n.state == NodeState::Left {
+                        n.name.clone()
+                    } else {
+                        self.me.name.clone()
+                    };
+                    if n.state == NodeState::Left {
+                        self.on_dead(
+                            Dead {
+                                incarnation: n.incarnation,
+                                node: n.name,
+                                from,
+                            },
+                            &mut out,
+                        );
+                    } else {
+                        self.on_suspect(
+                            now,
+                            Suspect {
+                                incarnation: n.incarnation,
+                                node: n.name,
+                                from,
+                            },
+                            &mut out,
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: enough to shuffle a probe order.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// The probe interval and timeout stretched by local health.
+    fn scaled(&self, d: Duration) -> Duration {
+        d * (self.awareness + 1)
+    }
+
+    fn adjust_awareness(&mut self, delta: i64) {
+        let next =
+            (i64::from(self.awareness) + delta).clamp(0, i64::from(self.config.awareness_max));
+        self.awareness = u32::try_from(next).unwrap_or(0);
+    }
+
+    fn broadcast_alive_self(&mut self) {
+        let alive = Alive {
+            incarnation: self.me.incarnation,
+            node: self.me.name.clone(),
+            addr: self.me.addr.ip(),
+            port: self.me.addr.port(),
+            meta: self.me.meta.clone(),
+            vsn: None,
+        };
+        self.broadcasts
+            .queue(&self.me.name.clone(), Message::Alive(alive));
+    }
+
+    /// A packet to `to`: `first`, then as much queued news as fits.
+    fn send(&mut self, to: SocketAddr, first: Message, out: &mut Vec<Output>) {
+        let limit = self.config.retransmit_mult
+            * (self.live_count() as f64 + 1.0).log10().ceil().max(1.0) as u32;
+        let mut messages = vec![first];
+        messages.extend(self.broadcasts.take(self.config.piggyback, limit));
+        out.push(Output::Send { to, messages });
+    }
+
+    // ---- time ------------------------------------------------------------------------
+
+    /// Advances time: starts the next probe when it is due, escalates and concludes probes,
+    /// relays and suspicions whose time has come.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.expire_probes(now, &mut out);
+        self.expire_relays(now, &mut out);
+        self.expire_suspicions(now, &mut out);
+        if now >= self.next_probe {
+            self.next_probe = add(now, self.scaled(self.config.probe_interval));
+            self.probe_next(now, &mut out);
+        }
+        out
+    }
+
+    fn probe_next(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let Some(target) = self.next_target() else {
+            return;
+        };
+        let Some(member) = self.members.get(&target).cloned() else {
+            return;
+        };
+        let seq = self.next_seq();
+        let probe = Probe {
+            target: target.clone(),
+            direct_deadline: add(now, self.scaled(self.config.probe_timeout)),
+            deadline: add(now, self.scaled(self.config.probe_interval)),
+            indirect_sent: 0,
+            nacks: 0,
+        };
+        self.probes.insert(seq, probe);
+        let ping = Ping {
+            seq_no: seq,
+            node: target,
+            source_addr: Some(self.me.addr.ip()),
+            source_port: self.me.addr.port(),
+            source_node: self.me.name.clone(),
+        };
+        self.send(member.addr, Message::Ping(ping), out);
+    }
+
+    /// The next member of the round (alive or suspected), reshuffling at the end of a round.
+    fn next_target(&mut self) -> Option<String> {
+        for _ in 0..2 {
+            while self.next_in_order < self.order.len() {
+                let name = self.order[self.next_in_order].clone();
+                self.next_in_order += 1;
+                if self
+                    .members
+                    .get(&name)
+                    .is_some_and(|m| matches!(m.state, NodeState::Alive | NodeState::Suspect))
+                {
+                    return Some(name);
+                }
+            }
+            let mut order: Vec<String> = self.members.keys().cloned().collect();
+            for i in (1..order.len()).rev() {
+                let j = (self.next_random() % (i as u64 + 1)) as usize;
+                order.swap(i, j);
+            }
+            self.order = order;
+            self.next_in_order = 0;
+        }
+        None
+    }
+
+    fn expire_probes(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let seqs: Vec<u32> = self.probes.keys().copied().collect();
+        for seq in seqs {
+            let Some(probe) = self.probes.get(&seq).cloned() else {
+                continue;
+            };
+            if now >= probe.deadline {
+                self.probes.remove(&seq);
+                // Missed: this node may be the slow one. Nacks say the relays heard nothing
+                // either, which points at the target rather than at us.
+                let missing_nacks = probe.indirect_sent.saturating_sub(probe.nacks);
+                self.adjust_awareness(
+                    1 + missing_nacks as i64 - i64::from(probe.indirect_sent > 0),
+                );
+                if let Some(m) = self.members.get(&probe.target).cloned() {
+                    let suspect = Suspect {
+                        incarnation: m.incarnation,
+                        node: m.name,
+                        from: self.me.name.clone(),
+                    };
+                    self.on_suspect(now, suspect, out);
+                }
+            } else if now >= probe.direct_deadline && probe.indirect_sent == 0 {
+                self.probe_indirectly(seq, &probe, out);
+            }
+        }
+    }
+
+    fn probe_indirectly(&mut self, seq: u32, probe: &Probe, out: &mut Vec<Output>) {
+        let Some(target) = self.members.get(&probe.target).cloned() else {
+            return;
+        };
+        let mut helpers: Vec<Member> = self
+            .members
+            .values()
+            .filter(|m| m.name != target.name && m.state == NodeState::Alive)
+            .cloned()
+            .collect();
+        for i in (1..helpers.len()).rev() {
+            let j = (self.next_random() % (i as u64 + 1)) as usize;
+            helpers.swap(i, j);
+        }
+        helpers.truncate(self.config.indirect_checks);
+        for helper in &helpers {
+            let request = IndirectPing {
+                seq_no: seq,
+                target: target.addr.ip(),
+                port: target.addr.port(),
+                node: target.name.clone(),
+                nack: true,
+                source_addr: Some(self.me.addr.ip()),
+                source_port: self.me.addr.port(),
+                source_node: self.me.name.clone(),
+            };
+            self.send(helper.addr, Message::IndirectPing(request), out);
+        }
+        if let Some(p) = self.probes.get_mut(&seq) {
+            p.indirect_sent = helpers.len().max(1);
+        }
+    }
+
+    fn expire_relays(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let done: Vec<u32> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in done {
+            if let Some(relay) = self.relays.remove(&seq)
+                && relay.nack
+            {
+                self.send(
+                    relay.origin,
+                    Message::Nack(Nack {
+                        seq_no: relay.origin_seq,
+                    }),
+                    out,
+                );
+            }
+        }
+    }
+
+    fn expire_suspicions(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let expired: Vec<String> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.expired(now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            self.suspicions.remove(&name);
+            if let Some(m) = self.members.get(&name).cloned()
+                && m.state == NodeState::Suspect
+            {
+                self.on_dead(
+                    Dead {
+                        incarnation: m.incarnation,
+                        node: name,
+                        from: self.me.name.clone(),
+                    },
+                    out,
+                );
+            }
+        }
+    }
+
+    // ---- messages --------------------------------------------------------------------
+
+    /// Handles one message that came from `from`.
+    pub fn handle(&mut self, now: Timestamp, from: SocketAddr, message: Message) -> Vec<Output> {
+        let mut out = Vec::new();
+        match message {
+            Message::Ping(ping) => {
+                // A ping for another name is for a node that was here before: not ours.
+                if ping.node.is_empty() || ping.node == self.me.name {
+                    let to = match ping.source_addr {
+                        Some(ip) if ping.source_port != 0 => SocketAddr::new(ip, ping.source_port),
+                        _ => from,
+                    };
+                    self.send(
+                        to,
+                        Message::Ack(Ack {
+                            seq_no: ping.seq_no,
+                            payload: Vec::new(),
+                        }),
+                        &mut out,
+                    );
+                }
+            }
+            Message::IndirectPing(req) => {
+                let seq = self.next_seq();
+                let origin = match req.source_addr {
+                    Some(ip) if req.source_port != 0 => SocketAddr::new(ip, req.source_port),
+                    _ => from,
+                };
+                self.relays.insert(
+                    seq,
+                    Relay {
+                        origin,
+                        origin_seq: req.seq_no,
+                        nack: req.nack,
+                        deadline: add(now, self.config.probe_timeout),
+                    },
+                );
+                let ping = Ping {
+                    seq_no: seq,
+                    node: req.node,
+                    source_addr: Some(self.me.addr.ip()),
+                    source_port: self.me.addr.port(),
+                    source_node: self.me.name.clone(),
+                };
+                self.send(
+                    SocketAddr::new(req.target, req.port),
+                    Message::Ping(ping),
+                    &mut out,
+                );
+            }
+            Message::Ack(ack) => {
+                if let Some(relay) = self.relays.remove(&ack.seq_no) {
+                    self.send(
+                        relay.origin,
+                        Message::Ack(Ack {
+                            seq_no: relay.origin_seq,
+                            payload: ack.payload,
+                        }),
+                        &mut out,
+                    );
+                } else if self.probes.remove(&ack.seq_no).is_some() {
+                    self.adjust_awareness(-1);
+                }
+            }
+            Message::Nack(nack) => {
+                if let Some(p) = self.probes.get_mut(&nack.seq_no) {
+                    p.nacks += 1;
+                }
+            }
+            Message::Alive(alive) => {
+                let addr = SocketAddr::new(alive.addr, alive.port);
+                self.on_alive(now, alive, addr, &mut out);
+            }
+            Message::Suspect(s) => self.on_suspect(now, s, &mut out),
+            Message::Dead(d) => self.on_dead(d, &mut out),
+            Message::User(_) | Message::Err(_) => {}
+        }
+        out
+    }
+
+    fn on_alive(&mut self, _now: Timestamp, alive: Alive, addr: SocketAddr, out: &mut Vec<Output>) {
+        if alive.node == self.me.name {
+            // Someone has an older or conflicting view of us: say we are alive, newer.
+            if alive.incarnation >= self.me.incarnation && alive.addr != self.me.addr.ip() {
+                self.refute(alive.incarnation);
+            }
+            return;
+        }
+        let name = alive.node.clone();
+        match self.members.get_mut(&name) {
+            None => {
+                self.members.insert(
+                    name.clone(),
+                    Member {
+                        name: name.clone(),
+                        addr,
+                        meta: alive.meta.clone(),
+                        incarnation: alive.incarnation,
+                        state: NodeState::Alive,
+                    },
+                );
+                out.push(Output::Event(Event::Joined(name.clone())));
+            }
+            Some(m) => {
+                let newer = alive.incarnation > m.incarnation;
+                // A left or dead member comes back only with a newer incarnation.
+                if !newer
+                    && (alive.incarnation < m.incarnation
+                        || m.state == NodeState::Alive
+                        || matches!(m.state, NodeState::Dead | NodeState::Left))
+                {
+                    return;
+                }
+                let was = m.state;
+                m.incarnation = alive.incarnation;
+                m.addr = addr;
+                m.meta = alive.meta.clone();
+                m.state = NodeState::Alive;
+                self.suspicions.remove(&name);
+                if was != NodeState::Alive {
+                    out.push(Output::Event(Event::Recovered(name.clone())));
+                }
+            }
+        }
+        self.broadcasts.queue(&name, Message::Alive(alive));
+    }
+
+    fn on_suspect(&mut self, now: Timestamp, s: Suspect, out: &mut Vec<Output>) {
+        if s.node == self.me.name {
+            // Only news about our current incarnation needs an answer: older accusations are
+            // already refuted by what we said since.
+            if s.incarnation >= self.me.incarnation {
+                self.refute(s.incarnation);
+            }
+            return;
+        }
+        let n = self.live_count();
+        let config = self.config;
+        let me = self.me.name.clone();
+        let Some(m) = self.members.get_mut(&s.node) else {
+            return;
+        };
+        if s.incarnation < m.incarnation || matches!(m.state, NodeState::Dead | NodeState::Left) {
+            return;
+        }
+        match m.state {
+            NodeState::Suspect => {
+                // An independent confirmation shortens the timeout; ours does not count twice.
+                if let Some(suspicion) = self.suspicions.get_mut(&s.node)
+                    && s.from != me
+                    && suspicion.confirm(&s.from)
+                {
+                    self.broadcasts.queue(&s.node.clone(), Message::Suspect(s));
+                }
+            }
+            _ => {
+                m.state = NodeState::Suspect;
+                m.incarnation = s.incarnation;
+                let suspicion = Suspicion::new(&config, n, now, &s.from);
+                self.suspicions.insert(s.node.clone(), suspicion);
+                out.push(Output::Event(Event::Suspected(s.node.clone())));
+                self.broadcasts.queue(&s.node.clone(), Message::Suspect(s));
+            }
+        }
+    }
+
+    fn on_dead(&mut self, d: Dead, out: &mut Vec<Output>) {
+        if d.node == self.me.name {
+            if d.from != self.me.name && d.incarnation >= self.me.incarnation {
+                self.refute(d.incarnation);
+            }
+            return;
+        }
+        let Some(m) = self.members.get_mut(&d.node) else {
+            return;
+        };
+        if d.incarnation < m.incarnation || matches!(m.state, NodeState::Dead | NodeState::Left) {
+            return;
+        }
+        let left = d.from == d.node;
+        m.state = if left {
+            NodeState::Left
+        } else {
+            NodeState::Dead
+        };
+        m.incarnation = d.incarnation;
+        self.suspicions.remove(&d.node);
+        out.push(Output::Event(if left {
+            Event::Left(d.node.clone())
+        } else {
+            Event::Failed(d.node.clone())
+        }));
+        self.broadcasts.queue(&d.node.clone(), Message::Dead(d));
+    }
+
+    /// Someone thinks we are suspect or dead: outbid them with a higher incarnation.
+    fn refute(&mut self, accused: u32) {
+        self.me.incarnation = self.me.incarnation.max(accused) + 1;
+        // Being accused is a hint that we are the slow one.
+        self.adjust_awareness(1);
+        self.broadcast_alive_self();
+    }
+
+    /// Leaving: tells the others (the shell sends what comes out before it stops).
+    pub fn leave(&mut self) -> Vec<Output> {
+        self.me.incarnation += 1;
+        let dead = Dead {
+            incarnation: self.me.incarnation,
+            node: self.me.name.clone(),
+            from: self.me.name.clone(),
+        };
+        self.broadcasts
+            .queue(&self.me.name.clone(), Message::Dead(dead.clone()));
+        let targets: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.state == NodeState::Alive)
+            .map(|m| m.addr)
+            .collect();
+        let mut out = Vec::new();
+        for to in targets {
+            self.send(to, Message::Dead(dead.clone()), &mut out);
+        }
+        out
+    }
+}

@@ -1,0 +1,69 @@
+//! Lifeguard's suspicion timer (memberlist `suspicion.go`): it starts at `max` and shrinks
+//! toward `min` with each independent confirmation, `k` of which are expected.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use dataplane::types::Timestamp;
+
+use super::Config;
+
+#[derive(Debug, Clone)]
+pub struct Suspicion {
+    start: Timestamp,
+    min: Duration,
+    max: Duration,
+    k: u32,
+    confirmations: BTreeSet<String>,
+}
+
+impl Suspicion {
+    /// For a cluster of `n` live members, started by `from`. Fewer than `k + 2` members
+    /// cannot confirm independently: the timeout is then `min` at once.
+    pub fn new(config: &Config, n: usize, now: Timestamp, from: &str) -> Self {
+        // memberlist: min = mult · max(1, log10(n)) · interval; max = max_mult · min.
+        let scale = (n.max(1) as f64).log10().max(1.0);
+        let min = config
+            .probe_interval
+            .mul_f64(f64::from(config.suspicion_mult) * scale);
+        let max = min * config.suspicion_max_timeout_mult;
+        let k = config.suspicion_mult.saturating_sub(2);
+        let mut confirmations = BTreeSet::new();
+        // The node that raised it is the first voice, not a confirmation.
+        confirmations.insert(from.to_owned());
+        Self {
+            start: now,
+            min,
+            max,
+            k: if n.saturating_sub(2) < k as usize {
+                0
+            } else {
+                k
+            },
+            confirmations,
+        }
+    }
+
+    /// Records a confirmation from `from`; true if it was new (then it is worth passing on).
+    pub fn confirm(&mut self, from: &str) -> bool {
+        if self.confirmations.len() as u32 > self.k {
+            return false;
+        }
+        self.confirmations.insert(from.to_owned())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        let c = self.confirmations.len().saturating_sub(1) as f64;
+        if self.k == 0 {
+            return self.min;
+        }
+        let fraction = (c + 1.0).ln() / (f64::from(self.k) + 1.0).ln();
+        let shrunk = self.max.as_secs_f64() - (self.max - self.min).as_secs_f64() * fraction;
+        Duration::from_secs_f64(shrunk.max(self.min.as_secs_f64()))
+    }
+
+    pub fn expired(&self, now: Timestamp) -> bool {
+        now.saturating_sub_nanos(self.start)
+            >= u64::try_from(self.timeout().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
