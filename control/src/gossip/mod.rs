@@ -1,7 +1,9 @@
 //! Gossip on 7946: memberlist's wire protocol, so a HashiCorp Serf agent is a real peer.
 //!
 //! - [`membership`]: SWIM with Lifeguard's suspicion, sans-IO;
+//! - [`shell`]: the core on UDP and TCP with memberlist's wire format;
 //! - [`wire`]: the messages and their framing (msgpack, compound, CRC, LZW, AES-GCM keyring).
 
 pub mod membership;
+pub mod shell;
 pub mod wire;

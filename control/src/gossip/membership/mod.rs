@@ -28,6 +28,7 @@ use suspicion::Suspicion;
 
 use super::wire::{
     Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Ping, PushNodeState, Suspect,
+    Versions,
 };
 use dataplane::types::Timestamp;
 
@@ -44,7 +45,20 @@ pub struct Config {
     pub awareness_max: u32,
     /// News items piggybacked on one packet at most.
     pub piggyback: usize,
+    /// The protocol versions announced for this node (memberlist checks them on join).
+    pub versions: Versions,
 }
+
+/// memberlist protocol 1–5 speaking 2, delegate (Serf) protocol 2–5 speaking 5: what a Serf
+/// 0.9 agent announces, so its compatibility check accepts us.
+pub const VERSIONS: Versions = Versions {
+    protocol_min: 1,
+    protocol_max: 5,
+    protocol_cur: 2,
+    delegate_min: 2,
+    delegate_max: 5,
+    delegate_cur: 5,
+};
 
 impl Default for Config {
     fn default() -> Self {
@@ -57,6 +71,7 @@ impl Default for Config {
             suspicion_max_timeout_mult: 6,
             awareness_max: 8,
             piggyback: 8,
+            versions: VERSIONS,
         }
     }
 }
@@ -205,7 +220,7 @@ impl Membership {
                 meta: m.meta.clone(),
                 incarnation: m.incarnation,
                 state: m.state,
-                vsn: None,
+                vsn: Some(self.config.versions),
             })
             .collect()
     }
@@ -303,7 +318,7 @@ impl Membership {
             addr: self.me.addr.ip(),
             port: self.me.addr.port(),
             meta: self.me.meta.clone(),
-            vsn: None,
+            vsn: Some(self.config.versions),
         };
         self.broadcasts
             .queue(&self.me.name.clone(), Message::Alive(alive));
