@@ -2,8 +2,10 @@
 //!
 //! - [`membership`]: SWIM with Lifeguard's suspicion, sans-IO;
 //! - [`shell`]: the core on UDP and TCP with memberlist's wire format;
+//! - [`tables`]: network-scoped tables (NetworkDB's semantics), sans-IO;
 //! - [`wire`]: the messages and their framing (msgpack, compound, CRC, LZW, AES-GCM keyring).
 
 pub mod membership;
 pub mod shell;
+pub mod tables;
 pub mod wire;

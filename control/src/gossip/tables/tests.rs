@@ -1,0 +1,162 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+const GRACE: Duration = Duration::from_secs(1800);
+
+fn key(network: &str, k: &str) -> Key {
+    Key {
+        network: network.into(),
+        table: "endpoints".into(),
+        key: k.into(),
+    }
+}
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp(secs * 1_000_000_000)
+}
+
+/// Three nodes: a and b on `blue`, c only on `red`.
+fn three() -> (Tables, Tables, Tables) {
+    let (mut a, mut b, mut c) = (
+        Tables::new("a", GRACE),
+        Tables::new("b", GRACE),
+        Tables::new("c", GRACE),
+    );
+    a.join_network("blue");
+    b.join_network("blue");
+    c.join_network("red");
+    for t in [&mut a, &mut b, &mut c] {
+        t.node_joined_network("a", "blue");
+        t.node_joined_network("b", "blue");
+        t.node_joined_network("c", "red");
+    }
+    (a, b, c)
+}
+
+#[test]
+fn entries_reach_the_networks_nodes_only_and_newer_wins() {
+    let (mut a, mut b, mut c) = three();
+    let (change, event) = a
+        .write(at(1), key("blue", "10.0.0.2"), Some(b"mac1".to_vec()))
+        .unwrap();
+    assert!(matches!(event, Some(Event::Put { .. })));
+    assert_eq!(
+        a.peers_of("blue"),
+        vec!["b".to_string()],
+        "only b is sent blue's changes"
+    );
+    assert!(b.apply(at(1), change.clone()).is_some());
+    assert_eq!(b.get(&key("blue", "10.0.0.2")), Some(("a", &b"mac1"[..])));
+    assert_eq!(
+        c.apply(at(1), change.clone()),
+        None,
+        "c is not on blue and stores nothing"
+    );
+    assert_eq!(c.stored(), 0);
+    // A replay or an older change loses; a newer one wins on every node.
+    assert_eq!(b.apply(at(2), change.clone()), None);
+    let (newer, _) = a
+        .write(at(3), key("blue", "10.0.0.2"), Some(b"mac2".to_vec()))
+        .unwrap();
+    b.apply(at(3), newer.clone());
+    assert_eq!(b.get(&key("blue", "10.0.0.2")).unwrap().1, b"mac2");
+    assert_eq!(
+        b.apply(at(4), change),
+        None,
+        "the older write arriving late changes nothing"
+    );
+    assert!(
+        c.write(at(5), key("blue", "x"), Some(vec![1])).is_none(),
+        "c cannot write to blue"
+    );
+}
+
+#[test]
+fn deletes_are_tombstones_reaped_after_the_grace() {
+    let (mut a, mut b, _) = three();
+    let (put, _) = a.write(at(1), key("blue", "k"), Some(vec![1])).unwrap();
+    b.apply(at(1), put.clone());
+    let (delete, event) = a.write(at(2), key("blue", "k"), None).unwrap();
+    assert_eq!(
+        event,
+        Some(Event::Deleted {
+            key: key("blue", "k")
+        })
+    );
+    assert_eq!(
+        b.apply(at(2), delete),
+        Some(Event::Deleted {
+            key: key("blue", "k")
+        })
+    );
+    // The tombstone stops the stale put from resurrecting the entry.
+    assert_eq!(b.apply(at(3), put), None);
+    assert_eq!(b.get(&key("blue", "k")), None);
+    assert_eq!(b.stored(), 1, "the tombstone is kept");
+    b.reap(at(2 + GRACE.as_secs() - 1), &BTreeMap::new());
+    assert_eq!(b.stored(), 1);
+    b.reap(at(2 + GRACE.as_secs()), &BTreeMap::new());
+    assert_eq!(b.stored(), 0, "reaped after the grace");
+}
+
+#[test]
+fn a_failed_nodes_entries_are_hidden_and_restored_if_it_returns_in_time() {
+    let (mut a, mut b, _) = three();
+    let (put, _) = a.write(at(1), key("blue", "k"), Some(vec![7])).unwrap();
+    b.apply(at(1), put);
+    assert_eq!(
+        b.node_failed("a"),
+        vec![Event::Deleted {
+            key: key("blue", "k")
+        }]
+    );
+    assert_eq!(b.get(&key("blue", "k")), None);
+    assert_eq!(
+        b.node_recovered("a"),
+        vec![Event::Put {
+            key: key("blue", "k"),
+            owner: "a".into(),
+            value: vec![7]
+        }]
+    );
+    assert_eq!(b.get(&key("blue", "k")).unwrap().1, &[7]);
+    // Failed for longer than the grace: gone for good.
+    b.node_failed("a");
+    let failed = BTreeMap::from([("a".to_string(), at(100))]);
+    b.reap(at(100 + GRACE.as_secs()), &failed);
+    assert!(b.node_recovered("a").is_empty());
+    assert_eq!(b.stored(), 0);
+}
+
+#[test]
+fn a_bulk_sync_brings_a_joining_node_up_to_date_and_leaving_deletes_ours() {
+    let (mut a, mut b, _) = three();
+    for i in 0..5 {
+        a.write(at(1), key("blue", &format!("k{i}")), Some(vec![i]))
+            .unwrap();
+    }
+    a.write(at(2), key("blue", "k0"), None).unwrap();
+    let mut d = Tables::new("d", GRACE);
+    d.join_network("blue");
+    let events: Vec<Event> = a
+        .bulk("blue")
+        .into_iter()
+        .filter_map(|c| d.apply(at(3), c))
+        .collect();
+    assert_eq!(
+        events.len(),
+        4,
+        "four live entries, the tombstone raises nothing"
+    );
+    assert_eq!(d.bulk("blue").len(), 5, "the tombstone travels too");
+    // a leaves blue: its entries are deleted for the others.
+    b.node_joined_network("d", "blue");
+    let (changes, _) = a.leave_network(at(4), "blue");
+    assert_eq!(changes.len(), 4);
+    for c in changes {
+        d.apply(at(4), c);
+    }
+    assert!((1..5).all(|i| d.get(&key("blue", &format!("k{i}"))).is_none()));
+    assert_eq!(a.stored(), 0);
+}
