@@ -6,6 +6,7 @@
 //! cluster is encrypted), answers push/pull and TCP pings on the listener, and does a push/pull
 //! with a random member every [`PUSH_PULL`] (anti-entropy). Nonces come from the OS.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,8 @@ pub struct GossipConfig {
 struct Inner {
     core: Mutex<Membership>,
     events: Mutex<Vec<Event>>,
+    /// Input refused, by the decoder's reason (`WireError::kind`), UDP and TCP alike.
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
     keyring: Option<Keyring>,
     clock: std::time::Instant,
 }
@@ -62,6 +65,15 @@ impl Inner {
     #[allow(clippy::disallowed_methods)] // shell: the core's clock
     fn now(&self) -> Timestamp {
         Timestamp(u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn reject(&self, error: &WireError) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(error.kind())
+            .or_default() += 1;
     }
 
     fn core(&self) -> std::sync::MutexGuard<'_, Membership> {
@@ -131,6 +143,7 @@ impl GossipNode {
         let inner = Arc::new(Inner {
             core: Mutex::new(core),
             events: Mutex::new(Vec::new()),
+            rejected: Mutex::new(BTreeMap::new()),
             keyring: config.keyring,
             clock: std::time::Instant::now(),
         });
@@ -190,6 +203,15 @@ impl GossipNode {
         self.inner.core().members().cloned().collect()
     }
 
+    /// Input refused so far, by reason.
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        self.inner
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Events since the last call.
     pub fn events(&self) -> Vec<Event> {
         std::mem::take(&mut *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()))
@@ -215,7 +237,16 @@ async fn run(inner: Arc<Inner>, udp: Arc<UdpSocket>, tcp: TcpListener) {
         tokio::select! {
             received = udp.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
-                let Ok(packet) = decode_packet(&buf[..len], inner.keyring.as_ref()) else { continue };
+                let packet = match decode_packet(&buf[..len], inner.keyring.as_ref()) {
+                    Ok(packet) => packet,
+                    Err(e) => {
+                        inner.reject(&e);
+                        continue;
+                    }
+                };
+                for e in &packet.errors {
+                    inner.reject(e);
+                }
                 let now = inner.now();
                 let outputs: Vec<Output> = {
                     let mut core = inner.core();
@@ -258,7 +289,10 @@ async fn read_message(inner: &Inner, stream: &mut TcpStream) -> io::Result<Strea
         match decode_stream(&buf, inner.keyring.as_ref()) {
             Ok((frame, _)) => return Ok(frame.message),
             Err(WireError::Incomplete) => {}
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) => {
+                inner.reject(&e);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+            }
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
