@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{LOOPBACK, free_port};
+use common::{LOOPBACK, eventually, free_port};
 use control::gossip::membership::Config;
 use control::gossip::shell::{GossipConfig, GossipNode};
 use control::gossip::wire::{Key, Keyring, Message, NodeState, Ping, encode, seal_packet};
@@ -22,16 +22,6 @@ fn node(name: &str, key: [u8; 32]) -> GossipNode {
         membership: Config::default(),
     })
     .unwrap()
-}
-
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..secs * 5 {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 #[test]

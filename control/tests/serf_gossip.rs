@@ -11,21 +11,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{LOOPBACK, Serf, free_port, serf_installed};
+use common::{LOOPBACK, Serf, eventually, free_port, serf_installed};
 use control::gossip::membership::Config;
 use control::gossip::shell::{GossipConfig, GossipNode};
 use control::gossip::wire::{Key, Keyring, NodeState};
-
-/// Polls `cond` every 200 ms for up to `secs` seconds.
-fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..secs * 5 {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 fn cluster(key: Option<&str>) {
     if !serf_installed() {

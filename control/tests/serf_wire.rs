@@ -28,15 +28,8 @@ use control::gossip::wire::{
 const OUR_NAME: &str = "shoal";
 const SERF_NAME: &str = "s1";
 /// What Serf 0.9.4 announces (memberlist protocol 1–5, speaking 2; Serf protocol 2–5,
-/// speaking 5), so its `verifyProtocol` finds us compatible.
-const VSN: Versions = Versions {
-    protocol_min: 1,
-    protocol_max: 5,
-    protocol_cur: 2,
-    delegate_min: 2,
-    delegate_max: 5,
-    delegate_cur: 5,
-};
+/// speaking 5), so its `verifyProtocol` finds us compatible: our membership core's versions.
+const VSN: Versions = control::gossip::membership::VERSIONS;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// What our side saw, for the assertions and for the report on failure.

@@ -102,3 +102,14 @@ impl Serf {
             .is_ok_and(|o| o.status.success())
     }
 }
+
+/// Polls `cond` every 200 ms for up to `secs` seconds.
+pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 5 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    false
+}
