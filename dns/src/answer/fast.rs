@@ -19,9 +19,6 @@ const A_RECORD_LEN: usize = 2 + 2 + 2 + 4 + 2 + 4;
 /// An OPT record with no options: root name, type, payload size, extended rcode and flags,
 /// length.
 const OPT_LEN: usize = 1 + 2 + 2 + 4 + 2;
-/// What we advertise and honour at most over UDP (as the general path).
-const UDP_EDNS_MAX: u16 = 4096;
-const UDP_PLAIN: usize = 512;
 
 /// The reply and whether it was truncated, or `None` for the general path.
 pub fn answer(
@@ -57,11 +54,7 @@ pub fn answer(
     if entry.addrs.is_empty() {
         return None;
     }
-    let max_len = match (transport, edns_payload) {
-        (Transport::Tcp, _) => usize::from(u16::MAX),
-        (Transport::Udp, None) => UDP_PLAIN,
-        (Transport::Udp, Some(size)) => usize::from(size.min(UDP_EDNS_MAX)).max(UDP_PLAIN),
-    };
+    let max_len = super::reply::limit(transport, edns_payload);
     let opt_len = if edns_payload.is_some() { OPT_LEN } else { 0 };
     let room = max_len.checked_sub(question_end + opt_len)? / A_RECORD_LEN;
     let count = entry.addrs.len().min(room);
@@ -95,7 +88,7 @@ pub fn answer(
     }
     if edns_payload.is_some() {
         reply.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
-        reply.extend_from_slice(&UDP_EDNS_MAX.to_be_bytes());
+        reply.extend_from_slice(&super::reply::UDP_EDNS_MAX.to_be_bytes());
         reply.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     }
     Some((reply, truncated))

@@ -11,9 +11,9 @@ use super::Transport;
 
 pub const HEADER_LEN: usize = 12;
 /// The classic UDP limit without EDNS0 (RFC 1035 §4.2.1).
-const UDP_PLAIN: usize = 512;
+pub(super) const UDP_PLAIN: usize = 512;
 /// The most we send over UDP whatever a client offers, and the size we advertise.
-const UDP_EDNS_MAX: u16 = 4096;
+pub(super) const UDP_EDNS_MAX: u16 = 4096;
 
 pub fn a_record(owner: &Name, ttl: u32, ip: Ipv4Addr) -> Record {
     Record::from_rdata(owner.clone(), ttl, RData::A(A(ip)))
@@ -34,12 +34,16 @@ pub fn name(text: &str) -> Option<Name> {
 
 /// The largest reply the client accepts over this transport.
 pub fn max_reply_len(request: &Message, transport: Transport) -> usize {
-    match transport {
-        Transport::Tcp => usize::from(u16::MAX),
-        Transport::Udp => match &request.edns {
-            Some(edns) => usize::from(edns.max_payload().min(UDP_EDNS_MAX)).max(UDP_PLAIN),
-            None => UDP_PLAIN,
-        },
+    limit(transport, request.edns.as_ref().map(|e| e.max_payload()))
+}
+
+/// The reply size limit for a transport and the EDNS payload size the query offered, if any
+/// (the general path and the fast path share it).
+pub(super) fn limit(transport: Transport, edns_payload: Option<u16>) -> usize {
+    match (transport, edns_payload) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, None) => UDP_PLAIN,
+        (Transport::Udp, Some(size)) => usize::from(size.min(UDP_EDNS_MAX)).max(UDP_PLAIN),
     }
 }
 
