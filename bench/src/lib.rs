@@ -208,6 +208,18 @@ pub fn utc_now() -> String {
     first_line_of(&["date", "-u", "+%Y-%m-%d %H:%M:%S UTC"])
 }
 
+/// A number from the environment, or `default` when the variable is unset; a value that is
+/// not a number is an error that names the variable.
+pub fn env_number(name: &str, default: u64) -> Result<u64, String> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;

@@ -54,15 +54,7 @@ pub(crate) struct Config {
 
 impl Config {
     fn from_env() -> Result<Config, String> {
-        let num = |name: &str, default: u64| -> Result<u64, String> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{name}={v:?} is not a number")),
-                Err(_) => Ok(default),
-            }
-        };
+        let num = crate::env_number;
         Ok(Config {
             runs: num("RUNS", 3)?.clamp(1, 50) as usize,
             dnsperf_t: num("DNSPERF_T", 20)?.clamp(1, 300),

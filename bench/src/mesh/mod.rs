@@ -78,15 +78,7 @@ pub(crate) struct Config {
 
 impl Config {
     fn from_env() -> Result<Config, String> {
-        let num = |name: &str, default: u64| -> Result<u64, String> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{name}={v:?} is not a number")),
-                Err(_) => Ok(default),
-            }
-        };
+        let num = crate::env_number;
         let list = |name: &str, default: &str| -> Result<Vec<usize>, String> {
             let v = std::env::var(name).unwrap_or_else(|_| default.to_string());
             let out: Result<Vec<usize>, String> = v
