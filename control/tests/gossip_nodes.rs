@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::{LOOPBACK, eventually, free_port};
-use control::gossip::membership::Config;
+use control::gossip::netdb::Config;
 use control::gossip::shell::{GossipConfig, GossipNode};
 use control::gossip::wire::{Key, Keyring, Message, NodeState, Ping, encode, seal_packet};
 
@@ -19,7 +19,7 @@ fn node(name: &str, key: [u8; 32]) -> GossipNode {
         name: name.into(),
         bind: SocketAddr::new(LOOPBACK, free_port()),
         keyring: Some(Keyring::new(Key::new(&key).unwrap())),
-        membership: Config::default(),
+        config: Config::default(),
     })
     .unwrap()
 }

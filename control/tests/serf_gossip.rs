@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{LOOPBACK, Serf, eventually, free_port, serf_installed};
-use control::gossip::membership::Config;
+use control::gossip::netdb::Config;
 use control::gossip::shell::{GossipConfig, GossipNode};
 use control::gossip::wire::{Key, Keyring, NodeState};
 
@@ -36,7 +36,7 @@ fn cluster(key: Option<&str>) {
         name: "shoal".into(),
         bind: SocketAddr::new(LOOPBACK, free_port()),
         keyring,
-        membership: Config::default(),
+        config: Config::default(),
     })
     .unwrap();
     assert_eq!(node.join(&[agents[0].addr]), 1, "s1 answered our push/pull");

@@ -1,33 +1,40 @@
-//! The gossip shell: the membership core on UDP and TCP (7946 by default), with memberlist's
-//! wire format, so Serf agents and shoal nodes are members of one cluster.
+//! The gossip shell: the [`NetDb`] core (membership and tables) on UDP and TCP (7946 by
+//! default), with memberlist's wire format, so Serf agents and shoal nodes are members of one
+//! cluster, and shoal nodes share their network tables.
 //!
-//! One thread runs a current-thread tokio runtime: it receives packets, feeds the core, ticks
-//! it every [`TICK`], sends what it says (piggybacked, sealed with the primary key if the
-//! cluster is encrypted), answers push/pull and TCP pings on the listener, and does a push/pull
-//! with a random member every [`PUSH_PULL`] (anti-entropy). Nonces come from the OS.
+//! One thread runs a current-thread tokio runtime: it receives packets and feeds the core,
+//! wakes the core when it asks to be woken ([`NetDb::next_wake`]), sends what it says (sealed
+//! with the primary key if the cluster is encrypted), runs the push/pull and bulk-sync stream
+//! exchanges it asks for, and answers those of others on the listener. The handle's calls
+//! (join a network, write an entry) take the core's lock and leave their outputs for the
+//! thread, which they wake. Table events go to every [`GossipNode::watch`]er. Nonces come
+//! from the OS.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
-use super::membership::{Config, Event, Member, Membership, Output};
+use super::membership::{Event, Member};
+use super::netdb::{self, NetDb, NotAttached, Output};
+use super::tables::{self, Key};
 use super::wire::{
     Ack, Keyring, PushPull, StreamMessage, WireError, decode_packet, decode_stream, encode,
     encode_compound, encode_stream, seal_packet, seal_stream,
 };
 use dataplane::types::Timestamp;
 
-/// How often the core is ticked.
-pub const TICK: Duration = Duration::from_millis(50);
-/// memberlist's LAN push/pull interval.
-pub const PUSH_PULL: Duration = Duration::from_secs(30);
-/// A stream that does not finish in this long is dropped.
+/// The longest the thread sleeps without looking at the core (it is woken earlier by
+/// packets, streams and the handle's calls).
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// A stream that does not finish in this long is dropped (memberlist's TCP timeout is 10 s;
+/// a bulk sync of thousands of entries on loopback takes milliseconds).
 const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a node is and how it gossips.
@@ -37,15 +44,19 @@ pub struct GossipConfig {
     /// Bound for UDP and TCP; also the address announced to others.
     pub bind: SocketAddr,
     pub keyring: Option<Keyring>,
-    pub membership: Config,
+    pub config: netdb::Config,
 }
 
 /// Shared between the handle and the thread.
 #[derive(Debug)]
 struct Inner {
-    core: Mutex<Membership>,
+    core: Mutex<NetDb>,
+    /// Outputs of the handle's calls, for the thread to carry out.
+    pending: Mutex<Vec<Output>>,
+    wake: Notify,
     events: Mutex<Vec<Event>>,
-    /// Input refused, by the decoder's reason (`WireError::kind`), UDP and TCP alike.
+    watchers: Mutex<Vec<mpsc::Sender<tables::Event>>>,
+    /// Input refused by the wire decoder, by reason (`WireError::kind`), UDP and TCP alike.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     keyring: Option<Keyring>,
     clock: std::time::Instant,
@@ -61,6 +72,10 @@ pub struct GossipNode {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Inner {
     #[allow(clippy::disallowed_methods)] // shell: the core's clock
     fn now(&self) -> Timestamp {
@@ -68,27 +83,24 @@ impl Inner {
     }
 
     fn reject(&self, error: &WireError) {
-        *self
-            .rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(error.kind())
-            .or_default() += 1;
+        *lock(&self.rejected).entry(error.kind()).or_default() += 1;
     }
 
-    fn core(&self) -> std::sync::MutexGuard<'_, Membership> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    fn core(&self) -> MutexGuard<'_, NetDb> {
+        lock(&self.core)
     }
 
-    /// Turns the core's outputs into datagrams and events.
-    async fn deliver(&self, socket: &UdpSocket, outputs: Vec<Output>) {
+    /// Leaves outputs for the thread and wakes it.
+    fn submit(&self, outputs: Vec<Output>) {
+        lock(&self.pending).extend(outputs);
+        self.wake.notify_one();
+    }
+
+    /// Carries out the core's outputs: datagrams now, streams as tasks (whose own outputs
+    /// come back through [`submit`](Self::submit)), events to their readers.
+    async fn deliver(self: &Arc<Self>, udp: &UdpSocket, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::Event(e) => self
-                    .events
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(e),
                 Output::Send { to, messages } => {
                     let body = match messages.as_slice() {
                         [one] => encode(one),
@@ -101,7 +113,30 @@ impl Inner {
                     let Ok(packet) = self.seal(body, false) else {
                         continue;
                     };
-                    let _ = socket.send_to(&packet, to).await;
+                    let _ = udp.send_to(&packet, to).await;
+                }
+                Output::PushPull { to, join } => {
+                    let inner = self.clone();
+                    tokio::spawn(async move {
+                        if let Ok(outputs) = push_pull(&inner, to, join).await {
+                            inner.submit(outputs);
+                        }
+                    });
+                }
+                Output::Stream { to, payload } => {
+                    let inner = self.clone();
+                    tokio::spawn(async move {
+                        if let Ok(outputs) = send_stream(&inner, to, payload).await {
+                            inner.submit(outputs);
+                        }
+                    });
+                }
+                Output::Member(event) => {
+                    tracing::debug!(?event, "gossip membership");
+                    lock(&self.events).push(event);
+                }
+                Output::Table(event) => {
+                    lock(&self.watchers).retain(|w| w.send(event.clone()).is_ok());
                 }
             }
         }
@@ -139,10 +174,13 @@ impl GossipNode {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
-        let core = Membership::new(config.membership, &config.name, addr, Vec::new(), seed);
+        let core = NetDb::new(config.config, &config.name, addr, seed);
         let inner = Arc::new(Inner {
             core: Mutex::new(core),
+            pending: Mutex::new(Vec::new()),
+            wake: Notify::new(),
             events: Mutex::new(Vec::new()),
+            watchers: Mutex::new(Vec::new()),
             rejected: Mutex::new(BTreeMap::new()),
             keyring: config.keyring,
             clock: std::time::Instant::now(),
@@ -164,7 +202,7 @@ impl GossipNode {
                         return;
                     };
                     tokio::select! {
-                        _ = run(worker, Arc::new(udp), tcp) => {}
+                        _ = run(worker, udp, tcp) => {}
                         _ = stopped => {}
                     }
                 });
@@ -182,39 +220,92 @@ impl GossipNode {
         self.addr
     }
 
-    /// Joins through `seeds` with a push/pull exchange each; returns how many answered.
+    /// Joins through `seeds` (also the peers re-joined after a partition) with a push/pull
+    /// exchange each; returns how many answered.
     pub fn join(&self, seeds: &[SocketAddr]) -> usize {
+        let requests = self.inner.core().join(seeds);
         let inner = self.inner.clone();
-        let seeds = seeds.to_vec();
         let (tx, rx) = std::sync::mpsc::channel();
         self.runtime.spawn(async move {
             let mut joined = 0;
-            for seed in seeds {
-                if push_pull(&inner, seed, true).await.is_ok() {
+            for request in requests {
+                if let Output::PushPull { to, join } = request
+                    && let Ok(outputs) = push_pull(&inner, to, join).await
+                {
                     joined += 1;
+                    inner.submit(outputs);
                 }
             }
             let _ = tx.send(joined);
         });
-        rx.recv_timeout(STREAM_TIMEOUT * 4).unwrap_or(0)
+        rx.recv_timeout(STREAM_TIMEOUT * (seeds.len() as u32 + 1))
+            .unwrap_or(0)
+    }
+
+    /// Attaches this node to `network`: it stores and gossips that network's tables.
+    pub fn join_network(&self, network: &str) {
+        let outputs = self.inner.core().join_network(network);
+        self.inner.submit(outputs);
+    }
+
+    pub fn leave_network(&self, network: &str) {
+        let outputs = {
+            let now = self.inner.now();
+            self.inner.core().leave_network(now, network)
+        };
+        self.inner.submit(outputs);
+    }
+
+    /// Writes (`Some`) or deletes (`None`) one of this node's entries.
+    pub fn write(&self, key: Key, value: Option<Vec<u8>>) -> Result<(), NotAttached> {
+        let outputs = {
+            let now = self.inner.now();
+            self.inner.core().write(now, key, value)?
+        };
+        self.inner.submit(outputs);
+        Ok(())
+    }
+
+    /// A live, visible entry: its owner and value.
+    pub fn get(&self, key: &Key) -> Option<(String, Vec<u8>)> {
+        self.inner
+            .core()
+            .tables()
+            .get(key)
+            .map(|(owner, value)| (owner.to_owned(), value.to_vec()))
+    }
+
+    /// Table changes from now on (the watch API that feeds the dataplane and DNS).
+    pub fn watch(&self) -> mpsc::Receiver<tables::Event> {
+        let (tx, rx) = mpsc::channel();
+        lock(&self.inner.watchers).push(tx);
+        rx
     }
 
     pub fn members(&self) -> Vec<Member> {
-        self.inner.core().members().cloned().collect()
+        self.inner.core().membership().members().cloned().collect()
     }
 
-    /// Input refused so far, by reason.
+    /// Input refused so far, by reason: the wire decoder's and the table layer's.
     pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
-        self.inner
-            .rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let mut all = lock(&self.inner.rejected).clone();
+        for (why, n) in self.inner.core().refused() {
+            *all.entry(why.kind()).or_default() += n;
+        }
+        all
     }
 
-    /// Events since the last call.
+    /// Membership events since the last call.
     pub fn events(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *lock(&self.inner.events))
+    }
+
+    /// Tells the cluster this node is leaving (then drop it): others mark it left, not failed.
+    pub fn leave(&self) {
+        let outputs = self.inner.core().leave();
+        self.inner.submit(outputs);
+        // The thread sends them at once; give it the moment it needs before the caller stops.
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -229,11 +320,14 @@ impl Drop for GossipNode {
     }
 }
 
-async fn run(inner: Arc<Inner>, udp: Arc<UdpSocket>, tcp: TcpListener) {
-    let mut tick = tokio::time::interval(TICK);
-    let mut anti_entropy = tokio::time::interval(PUSH_PULL);
+async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener) {
     let mut buf = vec![0u8; 65_536];
     loop {
+        let sleep = {
+            let now = inner.now();
+            let wake = inner.core().next_wake();
+            Duration::from_nanos(wake.saturating_sub_nanos(now)).min(MAX_SLEEP)
+        };
         tokio::select! {
             received = udp.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
@@ -254,27 +348,23 @@ async fn run(inner: Arc<Inner>, udp: Arc<UdpSocket>, tcp: TcpListener) {
                 };
                 inner.deliver(&udp, outputs).await;
             }
-            _ = tick.tick() => {
+            _ = tokio::time::sleep(sleep) => {
                 let outputs = { let now = inner.now(); inner.core().tick(now) };
+                inner.deliver(&udp, outputs).await;
+            }
+            _ = inner.wake.notified() => {
+                let outputs = std::mem::take(&mut *lock(&inner.pending));
                 inner.deliver(&udp, outputs).await;
             }
             accepted = tcp.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let (inner, udp) = (inner.clone(), udp.clone());
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(STREAM_TIMEOUT, serve_stream(&inner, &udp, stream)).await;
-                    });
-                }
-            }
-            _ = anti_entropy.tick() => {
-                let peer = {
-                    let core = inner.core();
-                    let alive: Vec<SocketAddr> = core.members().filter(|m| m.state == super::wire::NodeState::Alive).map(|m| m.addr).collect();
-                    alive.get(nonce().map_or(0, |n| usize::from(n[0])) % alive.len().max(1)).copied()
-                };
-                if let Some(peer) = peer {
                     let inner = inner.clone();
-                    tokio::spawn(async move { let _ = push_pull(&inner, peer, false).await; });
+                    tokio::spawn(async move {
+                        let served = tokio::time::timeout(STREAM_TIMEOUT, serve_stream(&inner, stream)).await;
+                        if let Ok(Ok(outputs)) = served {
+                            inner.submit(outputs);
+                        }
+                    });
                 }
             }
         }
@@ -314,74 +404,88 @@ async fn write_message(
 }
 
 fn our_push_pull(inner: &Inner, join: bool) -> StreamMessage {
+    let (nodes, user_state) = inner.core().push_pull_state();
     StreamMessage::PushPull(PushPull {
         join,
-        nodes: inner.core().local_state(),
-        user_state: Vec::new(),
+        nodes,
+        user_state,
     })
 }
 
-/// A push/pull or a TCP ping from another node.
-async fn serve_stream(inner: &Inner, udp: &UdpSocket, mut stream: TcpStream) -> io::Result<()> {
-    match read_message(inner, &mut stream).await? {
+/// A push/pull, a TCP ping or a bulk sync from another node; the outputs of merging it.
+async fn serve_stream(inner: &Inner, mut stream: TcpStream) -> io::Result<Vec<Output>> {
+    Ok(match read_message(inner, &mut stream).await? {
         StreamMessage::PushPull(theirs) => {
             write_message(inner, &mut stream, &our_push_pull(inner, false)).await?;
-            let outputs = {
-                let now = inner.now();
-                inner.core().merge_remote_state(now, theirs.nodes)
-            };
-            inner.deliver(udp, outputs).await;
+            let now = inner.now();
+            inner
+                .core()
+                .merge_push_pull(now, theirs.nodes, &theirs.user_state)
         }
         StreamMessage::Ping(ping) => {
-            write_message(
-                inner,
-                &mut stream,
-                &StreamMessage::Ack(Ack {
-                    seq_no: ping.seq_no,
-                    payload: Vec::new(),
-                }),
-            )
-            .await?;
+            let ack = StreamMessage::Ack(Ack {
+                seq_no: ping.seq_no,
+                payload: Vec::new(),
+            });
+            write_message(inner, &mut stream, &ack).await?;
+            Vec::new()
         }
-        _ => {}
-    }
-    Ok(())
+        StreamMessage::User(payload) => {
+            let (answer, outputs) = {
+                let now = inner.now();
+                inner.core().handle_stream(now, &payload)
+            };
+            if let Some(answer) = answer {
+                write_message(inner, &mut stream, &StreamMessage::User(answer)).await?;
+            }
+            outputs
+        }
+        _ => Vec::new(),
+    })
 }
 
-/// Our push/pull with `peer` (a join, or anti-entropy).
-async fn push_pull(inner: &Inner, peer: SocketAddr, join: bool) -> io::Result<()> {
+/// Our push/pull with `peer` (a join, or anti-entropy); the outputs of merging its answer.
+async fn push_pull(inner: &Inner, peer: SocketAddr, join: bool) -> io::Result<Vec<Output>> {
     let exchange = async {
         let mut stream = TcpStream::connect(peer).await?;
         write_message(inner, &mut stream, &our_push_pull(inner, join)).await?;
         match read_message(inner, &mut stream).await? {
-            StreamMessage::PushPull(theirs) => Ok(theirs.nodes),
+            StreamMessage::PushPull(theirs) => Ok(theirs),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "not a push/pull",
             )),
         }
     };
-    let nodes = tokio::time::timeout(STREAM_TIMEOUT, exchange)
+    let theirs = tokio::time::timeout(STREAM_TIMEOUT, exchange)
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    let outputs = {
-        let now = inner.now();
-        inner.core().merge_remote_state(now, nodes)
+    let now = inner.now();
+    Ok(inner
+        .core()
+        .merge_push_pull(now, theirs.nodes, &theirs.user_state))
+}
+
+/// A stream user message (a bulk sync) to `peer`, and the handling of its answer.
+async fn send_stream(inner: &Inner, peer: SocketAddr, payload: Vec<u8>) -> io::Result<Vec<Output>> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(peer).await?;
+        write_message(inner, &mut stream, &StreamMessage::User(payload)).await?;
+        stream.shutdown().await?;
+        match read_message(inner, &mut stream).await {
+            Ok(StreamMessage::User(answer)) => Ok(Some(answer)),
+            // No answer wanted, or none given: the peer closed the stream.
+            Ok(_) | Err(_) => Ok::<_, io::Error>(None),
+        }
     };
-    // The merge's news goes out with the next tick's packets.
-    let _ = outputs
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e),
-            Output::Send { .. } => None,
-        })
-        .map(|e| {
-            inner
-                .events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e)
-        })
-        .count();
-    Ok(())
+    let answer = tokio::time::timeout(STREAM_TIMEOUT, exchange)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    Ok(match answer {
+        Some(answer) => {
+            let now = inner.now();
+            inner.core().handle_stream(now, &answer).1
+        }
+        None => Vec::new(),
+    })
 }

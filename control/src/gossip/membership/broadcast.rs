@@ -1,28 +1,68 @@
-//! The news queue: each item is about one node; newer news about a node replaces what was
-//! queued about it; each is sent a bounded number of times, the least sent first.
+//! The news queue (memberlist's `TransmitLimitedQueue`): each item is about one thing (a node,
+//! or a key the layer above chose); newer news about it replaces what was queued; each item is
+//! sent a bounded number of times, the least sent first, as many as fit in a packet.
 
-use crate::gossip::wire::Message;
+use crate::gossip::wire::{Message, encode};
+
+/// What a queued item is about: newer news about the same thing replaces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum About {
+    /// Membership news (alive, suspect, dead) about a node.
+    Node(String),
+    /// A user message of the layer above, keyed by its own choice.
+    User(String),
+}
+
+#[derive(Debug)]
+struct Item {
+    about: About,
+    message: Message,
+    /// Its encoded size, counted once when queued.
+    len: usize,
+    sent: u32,
+}
 
 #[derive(Debug, Default)]
 pub struct Broadcasts {
-    items: Vec<(String, Message, u32)>,
+    items: Vec<Item>,
 }
 
+/// What one item costs in a compound packet besides its bytes (its 2-byte length).
+const PART_OVERHEAD: usize = 2;
+
 impl Broadcasts {
-    pub fn queue(&mut self, about: &str, message: Message) {
-        self.items.retain(|(name, _, _)| name != about);
-        self.items.push((about.to_owned(), message, 0));
+    pub fn queue(&mut self, about: About, message: Message) {
+        self.items.retain(|i| i.about != about);
+        let len = encode(&message).len();
+        self.items.push(Item {
+            about,
+            message,
+            len,
+            sent: 0,
+        });
     }
 
-    /// Up to `max` items for one packet, counting their sends; items sent `limit` times go.
-    pub fn take(&mut self, max: usize, limit: u32) -> Vec<Message> {
-        self.items.sort_by_key(|(_, _, sent)| *sent);
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Up to `max` items within `budget` bytes for one packet, counting their sends; items
+    /// sent `limit` times go.
+    pub fn take(&mut self, max: usize, mut budget: usize, limit: u32) -> Vec<Message> {
+        self.items.sort_by_key(|i| i.sent);
         let mut out = Vec::new();
-        for (_, message, sent) in self.items.iter_mut().take(max) {
-            out.push(message.clone());
-            *sent += 1;
+        for item in self.items.iter_mut() {
+            if out.len() == max {
+                break;
+            }
+            if item.len + PART_OVERHEAD > budget {
+                continue;
+            }
+            budget -= item.len + PART_OVERHEAD;
+            out.push(item.message.clone());
+            item.sent += 1;
         }
-        self.items.retain(|(_, _, sent)| *sent < limit);
+        self.items.retain(|i| i.sent < limit);
         out
     }
 }

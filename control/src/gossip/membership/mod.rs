@@ -11,8 +11,17 @@
 //!   refutes it by raising its incarnation;
 //! - local health (Lifeguard): missed acks raise an awareness score that stretches this node's
 //!   probe interval and timeout, so a slow node does not accuse healthy ones;
-//! - dissemination: alive/suspect/dead news is piggybacked on every packet, each item sent
-//!   `retransmit_mult · ⌈log10(n + 1)⌉` times, newer news about a node replacing older.
+//! - dissemination: alive/suspect/dead news (and the layer above's user broadcasts) is
+//!   piggybacked on every packet and gossiped every `gossip_interval` to `gossip_nodes` random
+//!   members (and to members dead for less than `gossip_to_dead`), each item sent
+//!   `retransmit_mult · ⌈log10(n + 1)⌉` times, newer news about a node replacing older;
+//! - anti-entropy: a push/pull with one random member every `push_pull_interval` (scaled up
+//!   above 32 members as memberlist does), and, like NetworkDB's `reconnectNode`, one with a
+//!   random failed member every `reconnect_interval`: that is how the two sides of a healed
+//!   partition find each other again.
+//!
+//! Stream exchanges and user messages are the shell's: the core asks for them with
+//! [`Output::PushPull`] and hands user payloads up with [`Output::User`].
 
 mod broadcast;
 mod suspicion;
@@ -23,12 +32,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use broadcast::About;
 use broadcast::Broadcasts;
 use suspicion::Suspicion;
 
 use super::wire::{
     Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Ping, PushNodeState, Suspect,
-    Versions,
+    Versions, encode,
 };
 use dataplane::types::Timestamp;
 
@@ -45,6 +55,17 @@ pub struct Config {
     pub awareness_max: u32,
     /// News items piggybacked on one packet at most.
     pub piggyback: usize,
+    /// Largest packet we build (memberlist's `UDPBufferSize`).
+    pub packet_size: usize,
+    /// How often queued news is gossiped, and to how many random members.
+    pub gossip_interval: Duration,
+    pub gossip_nodes: usize,
+    /// Dead members still get gossip this long (so they can learn they must refute).
+    pub gossip_to_dead: Duration,
+    /// Anti-entropy with one random live member (scaled above 32 members).
+    pub push_pull_interval: Duration,
+    /// A push/pull join with one random failed member (NetworkDB's `reconnectNode`).
+    pub reconnect_interval: Duration,
     /// The protocol versions announced for this node (memberlist checks them on join).
     pub versions: Versions,
 }
@@ -71,6 +92,12 @@ impl Default for Config {
             suspicion_max_timeout_mult: 6,
             awareness_max: 8,
             piggyback: 8,
+            packet_size: 1400,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            gossip_to_dead: Duration::from_secs(30),
+            push_pull_interval: Duration::from_secs(30),
+            reconnect_interval: Duration::from_secs(1),
             versions: VERSIONS,
         }
     }
@@ -106,6 +133,17 @@ pub enum Output {
         messages: Vec<Message>,
     },
     Event(Event),
+    /// Exchange states with `to` over a stream (a join if `join`), then merge what came back
+    /// with [`Membership::merge_remote_state`].
+    PushPull {
+        to: SocketAddr,
+        join: bool,
+    },
+    /// A user message for the layer above.
+    User {
+        from: SocketAddr,
+        payload: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -142,9 +180,32 @@ pub struct Membership {
     broadcasts: Broadcasts,
     awareness: u32,
     rng: u64,
+    next_gossip: Timestamp,
+    next_push_pull: Timestamp,
+    next_reconnect: Timestamp,
+    /// When each dead (not left) member was declared dead.
+    dead_since: BTreeMap<String, Timestamp>,
 }
 
-fn add(t: Timestamp, d: Duration) -> Timestamp {
+/// A compound packet's header (type and count) before its parts.
+const COMPOUND_OVERHEAD: usize = 2;
+
+/// `retransmit_mult · ⌈log10(n + 1)⌉` (memberlist's `retransmitLimit`), at least `mult`.
+pub fn retransmit_limit(mult: u32, n: usize) -> u32 {
+    mult * ((n as f64 + 1.0).log10().ceil().max(1.0) as u32)
+}
+
+/// memberlist's `pushPullScale`: above 32 members the interval grows with `log2(n / 32)`,
+/// so the cluster's total push/pull load stays about flat.
+fn push_pull_interval(base: Duration, n: usize) -> Duration {
+    if n <= 32 {
+        return base;
+    }
+    let factor = ((n as f64).log2() - 32f64.log2()).ceil() as u32 + 1;
+    base * factor
+}
+
+pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
     Timestamp(t.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
 }
 
@@ -173,6 +234,10 @@ impl Membership {
             broadcasts: Broadcasts::default(),
             awareness: 0,
             rng: seed | 1,
+            next_gossip: Timestamp(0),
+            next_push_pull: add(Timestamp(0), config.push_pull_interval),
+            next_reconnect: add(Timestamp(0), config.reconnect_interval),
+            dead_since: BTreeMap::new(),
         };
         m.broadcast_alive_self();
         m
@@ -180,6 +245,10 @@ impl Membership {
 
     pub fn name(&self) -> &str {
         &self.me.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.me.addr
     }
 
     pub fn incarnation(&self) -> u32 {
@@ -199,9 +268,16 @@ impl Membership {
         self.members.get(name)
     }
 
+    /// Whether `name` is a member in good standing (alive or only suspected).
+    pub fn is_live(&self, name: &str) -> bool {
+        self.members
+            .get(name)
+            .is_some_and(|m| matches!(m.state, NodeState::Alive | NodeState::Suspect))
+    }
+
     /// Members (this one included) that are alive or suspected: the cluster's size as
     /// Lifeguard counts it.
-    fn live_count(&self) -> usize {
+    pub fn live_count(&self) -> usize {
         1 + self
             .members
             .values()
@@ -263,6 +339,7 @@ impl Membership {
                     };
                     if n.state == NodeState::Left {
                         self.on_dead(
+                            now,
                             Dead {
                                 incarnation: n.incarnation,
                                 node: n.name,
@@ -321,15 +398,30 @@ impl Membership {
             vsn: Some(self.config.versions),
         };
         self.broadcasts
-            .queue(&self.me.name.clone(), Message::Alive(alive));
+            .queue(About::Node(self.me.name.clone()), Message::Alive(alive));
+    }
+
+    /// Queues a user message of the layer above for gossip; a newer one with the same `key`
+    /// replaces it.
+    pub fn broadcast_user(&mut self, key: String, payload: Vec<u8>) {
+        self.broadcasts
+            .queue(About::User(key), Message::User(payload));
+    }
+
+    /// How many times each news item is sent: `retransmit_mult · ⌈log10(n + 1)⌉`.
+    fn retransmit_limit(&self) -> u32 {
+        retransmit_limit(self.config.retransmit_mult, self.live_count())
     }
 
     /// A packet to `to`: `first`, then as much queued news as fits.
     fn send(&mut self, to: SocketAddr, first: Message, out: &mut Vec<Output>) {
-        let limit = self.config.retransmit_mult
-            * (self.live_count() as f64 + 1.0).log10().ceil().max(1.0) as u32;
+        let limit = self.retransmit_limit();
+        let budget = self
+            .config
+            .packet_size
+            .saturating_sub(encode(&first).len() + COMPOUND_OVERHEAD);
         let mut messages = vec![first];
-        messages.extend(self.broadcasts.take(self.config.piggyback, limit));
+        messages.extend(self.broadcasts.take(self.config.piggyback, budget, limit));
         out.push(Output::Send { to, messages });
     }
 
@@ -346,7 +438,98 @@ impl Membership {
             self.next_probe = add(now, self.scaled(self.config.probe_interval));
             self.probe_next(now, &mut out);
         }
+        if now >= self.next_gossip {
+            self.next_gossip = add(now, self.config.gossip_interval);
+            self.gossip(now, &mut out);
+        }
+        if now >= self.next_push_pull {
+            let interval = push_pull_interval(self.config.push_pull_interval, self.live_count());
+            self.next_push_pull = add(now, interval);
+            if let Some(to) = self.random_member(|m| m.state == NodeState::Alive) {
+                out.push(Output::PushPull { to, join: false });
+            }
+        }
+        if now >= self.next_reconnect {
+            self.next_reconnect = add(now, self.config.reconnect_interval);
+            if let Some(to) = self.random_member(|m| m.state == NodeState::Dead) {
+                out.push(Output::PushPull { to, join: true });
+            }
+        }
         out
+    }
+
+    /// The earliest time [`tick`](Self::tick) has something to do: the shell (or the
+    /// simulator) may sleep until then unless a message comes in.
+    pub fn next_wake(&self) -> Timestamp {
+        let probes = self.probes.values().map(|p| {
+            if p.indirect_sent == 0 {
+                p.direct_deadline
+            } else {
+                p.deadline
+            }
+        });
+        let relays = self.relays.values().map(|r| r.deadline);
+        let suspicions = self.suspicions.values().map(Suspicion::deadline);
+        let gossip = (!self.broadcasts.is_empty()).then_some(self.next_gossip);
+        [self.next_probe, self.next_push_pull, self.next_reconnect]
+            .into_iter()
+            .chain(gossip)
+            .chain(probes)
+            .chain(relays)
+            .chain(suspicions)
+            .min()
+            .unwrap_or(self.next_probe)
+    }
+
+    fn random_member(&mut self, wanted: impl Fn(&Member) -> bool) -> Option<SocketAddr> {
+        let candidates: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| wanted(m))
+            .map(|m| m.addr)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let i = (self.next_random() % candidates.len() as u64) as usize;
+        Some(candidates[i])
+    }
+
+    /// Queued news to `gossip_nodes` random members (live ones, and the recently dead).
+    fn gossip(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let to_the_dead = self.config.gossip_to_dead;
+        let mut targets: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| match m.state {
+                NodeState::Alive | NodeState::Suspect => true,
+                NodeState::Dead => self.dead_since.get(&m.name).is_some_and(|at| {
+                    Duration::from_nanos(now.saturating_sub_nanos(*at)) < to_the_dead
+                }),
+                NodeState::Left => false,
+            })
+            .map(|m| m.addr)
+            .collect();
+        for i in (1..targets.len()).rev() {
+            let j = (self.next_random() % (i as u64 + 1)) as usize;
+            targets.swap(i, j);
+        }
+        targets.truncate(self.config.gossip_nodes);
+        let limit = self.retransmit_limit();
+        for to in targets {
+            let messages = self.broadcasts.take(
+                self.config.piggyback,
+                self.config.packet_size - COMPOUND_OVERHEAD,
+                limit,
+            );
+            if messages.is_empty() {
+                break;
+            }
+            out.push(Output::Send { to, messages });
+        }
     }
 
     fn probe_next(&mut self, now: Timestamp, out: &mut Vec<Output>) {
@@ -496,6 +679,7 @@ impl Membership {
                 && m.state == NodeState::Suspect
             {
                 self.on_dead(
+                    now,
                     Dead {
                         incarnation: m.incarnation,
                         node: name,
@@ -582,8 +766,9 @@ impl Membership {
                 self.on_alive(now, alive, addr, &mut out);
             }
             Message::Suspect(s) => self.on_suspect(now, s, &mut out),
-            Message::Dead(d) => self.on_dead(d, &mut out),
-            Message::User(_) | Message::Err(_) => {}
+            Message::Dead(d) => self.on_dead(now, d, &mut out),
+            Message::User(payload) => out.push(Output::User { from, payload }),
+            Message::Err(_) => {}
         }
         out
     }
@@ -627,12 +812,14 @@ impl Membership {
                 m.meta = alive.meta.clone();
                 m.state = NodeState::Alive;
                 self.suspicions.remove(&name);
+                self.dead_since.remove(&name);
                 if was != NodeState::Alive {
                     out.push(Output::Event(Event::Recovered(name.clone())));
                 }
             }
         }
-        self.broadcasts.queue(&name, Message::Alive(alive));
+        self.broadcasts
+            .queue(About::Node(name.clone()), Message::Alive(alive));
     }
 
     fn on_suspect(&mut self, now: Timestamp, s: Suspect, out: &mut Vec<Output>) {
@@ -660,7 +847,8 @@ impl Membership {
                     && s.from != me
                     && suspicion.confirm(&s.from)
                 {
-                    self.broadcasts.queue(&s.node.clone(), Message::Suspect(s));
+                    self.broadcasts
+                        .queue(About::Node(s.node.clone()), Message::Suspect(s));
                 }
             }
             _ => {
@@ -669,12 +857,13 @@ impl Membership {
                 let suspicion = Suspicion::new(&config, n, now, &s.from);
                 self.suspicions.insert(s.node.clone(), suspicion);
                 out.push(Output::Event(Event::Suspected(s.node.clone())));
-                self.broadcasts.queue(&s.node.clone(), Message::Suspect(s));
+                self.broadcasts
+                    .queue(About::Node(s.node.clone()), Message::Suspect(s));
             }
         }
     }
 
-    fn on_dead(&mut self, d: Dead, out: &mut Vec<Output>) {
+    fn on_dead(&mut self, now: Timestamp, d: Dead, out: &mut Vec<Output>) {
         if d.node == self.me.name {
             if d.from != self.me.name && d.incarnation >= self.me.incarnation {
                 self.refute(d.incarnation);
@@ -695,12 +884,16 @@ impl Membership {
         };
         m.incarnation = d.incarnation;
         self.suspicions.remove(&d.node);
+        if !left {
+            self.dead_since.insert(d.node.clone(), now);
+        }
         out.push(Output::Event(if left {
             Event::Left(d.node.clone())
         } else {
             Event::Failed(d.node.clone())
         }));
-        self.broadcasts.queue(&d.node.clone(), Message::Dead(d));
+        self.broadcasts
+            .queue(About::Node(d.node.clone()), Message::Dead(d));
     }
 
     /// Someone thinks we are suspect or dead: outbid them with a higher incarnation.
@@ -719,8 +912,10 @@ impl Membership {
             node: self.me.name.clone(),
             from: self.me.name.clone(),
         };
-        self.broadcasts
-            .queue(&self.me.name.clone(), Message::Dead(dead.clone()));
+        self.broadcasts.queue(
+            About::Node(self.me.name.clone()),
+            Message::Dead(dead.clone()),
+        );
         let targets: Vec<SocketAddr> = self
             .members
             .values()

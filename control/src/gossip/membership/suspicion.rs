@@ -62,6 +62,11 @@ impl Suspicion {
         Duration::from_secs_f64(shrunk.max(self.min.as_secs_f64()))
     }
 
+    /// When it expires, as things stand.
+    pub fn deadline(&self) -> Timestamp {
+        super::add(self.start, self.timeout())
+    }
+
     pub fn expired(&self, now: Timestamp) -> bool {
         now.saturating_sub_nanos(self.start)
             >= u64::try_from(self.timeout().as_nanos()).unwrap_or(u64::MAX)

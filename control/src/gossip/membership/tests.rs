@@ -88,6 +88,25 @@ impl Sim {
                     }
                 }
                 Output::Event(e) => self.events.push((from, e)),
+                Output::PushPull { to, .. } => {
+                    // A stream exchange, done at once if both ends are up.
+                    let Some(peer) = (0..self.nodes.len()).find(|&i| addr(i) == to) else {
+                        continue;
+                    };
+                    if !self.up[from] || !self.up[peer] {
+                        continue;
+                    }
+                    let now = self.now();
+                    let (ours, theirs) = (
+                        self.nodes[from].local_state(),
+                        self.nodes[peer].local_state(),
+                    );
+                    let out = self.nodes[peer].merge_remote_state(now, ours);
+                    self.absorb(peer, out);
+                    let out = self.nodes[from].merge_remote_state(now, theirs);
+                    self.absorb(from, out);
+                }
+                Output::User { .. } => {}
             }
         }
     }

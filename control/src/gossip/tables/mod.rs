@@ -2,11 +2,16 @@
 //! key) → value`, each owned by the node that wrote it and stamped with a Lamport time; the
 //! newer stamp wins everywhere; deletes are tombstones reaped after a grace period; only nodes
 //! attached to a network store its entries; a failed node's entries are hidden and come back
-//! if it returns before they are reaped. The shell carries [`Change`]s in gossip user messages
-//! and bulk syncs ([`Tables::bulk`]); a watch of [`Event`]s feeds the dataplane and DNS.
+//! if it returns before they are reaped. A node is the authority on its own entries: a stale
+//! one about it (written before a restart) is answered with its current value or a tombstone,
+//! stamped newer. [`netdb`](super::netdb) carries [`Change`]s in gossip user messages and bulk
+//! syncs ([`Tables::bulk`]); a watch of [`Event`]s feeds the dataplane and DNS.
 
+mod attachments;
 #[cfg(test)]
 mod tests;
+
+pub use attachments::{Attachment, Attachments};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -64,8 +69,19 @@ pub struct Tables {
     /// Networks this node is attached to.
     networks: BTreeSet<String>,
     /// Nodes attached to each network (from their join/leave announcements).
-    attached: BTreeMap<String, BTreeSet<String>>,
+    attachments: Attachments,
     entries: BTreeMap<Key, Entry>,
+}
+
+/// What applying a change did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// It was newer than what we held: worth relaying.
+    pub fresh: bool,
+    /// What watchers see of it.
+    pub event: Option<Event>,
+    /// A stale change about one of our own keys: our answer, to broadcast.
+    pub correction: Option<Change>,
 }
 
 fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
@@ -80,7 +96,7 @@ impl Tables {
             clock: 0,
             grace,
             networks: BTreeSet::new(),
-            attached: BTreeMap::new(),
+            attachments: Attachments::default(),
             entries: BTreeMap::new(),
         }
     }
@@ -90,18 +106,33 @@ impl Tables {
         self.clock
     }
 
-    /// Attaches this node to a network: from now on it stores the network's entries (a bulk
-    /// sync with its members fills them in).
-    pub fn join_network(&mut self, network: &str) {
-        self.networks.insert(network.to_owned());
-        self.attached
-            .entry(network.to_owned())
-            .or_default()
-            .insert(self.me.clone());
+    pub fn me(&self) -> &str {
+        &self.me
     }
 
-    /// Leaves a network: its entries are forgotten here, ours are deleted everywhere.
-    pub fn leave_network(&mut self, now: Timestamp, network: &str) -> (Vec<Change>, Vec<Event>) {
+    /// Attaches this node to a network: from now on it stores the network's entries (a bulk
+    /// sync with its members fills them in). Returns the announcement to broadcast.
+    pub fn join_network(&mut self, network: &str) -> Attachment {
+        self.networks.insert(network.to_owned());
+        self.attachments.announce(&self.me, network, true)
+    }
+
+    pub fn is_attached(&self, network: &str) -> bool {
+        self.networks.contains(network)
+    }
+
+    /// The networks this node is attached to.
+    pub fn networks(&self) -> impl Iterator<Item = &str> {
+        self.networks.iter().map(String::as_str)
+    }
+
+    /// Leaves a network: its entries are forgotten here, ours are deleted everywhere. Returns
+    /// those deletes, the watchers' events and the announcement to broadcast.
+    pub fn leave_network(
+        &mut self,
+        now: Timestamp,
+        network: &str,
+    ) -> (Vec<Change>, Vec<Event>, Attachment) {
         let ours: Vec<Key> = self
             .entries
             .iter()
@@ -114,6 +145,7 @@ impl Tables {
                 changes.push(change);
             }
         }
+        let announcement = self.attachments.announce(&self.me, network, false);
         let events = self
             .entries
             .iter()
@@ -122,32 +154,34 @@ impl Tables {
             .collect();
         self.entries.retain(|k, _| k.network != network);
         self.networks.remove(network);
-        if let Some(nodes) = self.attached.get_mut(network) {
-            nodes.remove(&self.me);
-        }
-        (changes, events)
+        (changes, events, announcement)
     }
 
-    /// Another node's membership of a network (from its announcements).
-    pub fn node_joined_network(&mut self, node: &str, network: &str) {
-        self.attached
-            .entry(network.to_owned())
-            .or_default()
-            .insert(node.to_owned());
+    /// Another node's join or leave of a network (or a stale one of ours: then the returned
+    /// correction is to be broadcast). True if it changed who is attached.
+    pub fn apply_attachment(&mut self, record: Attachment) -> (bool, Option<Attachment>) {
+        let networks = &self.networks;
+        self.attachments
+            .apply(&self.me, |n| networks.contains(n), record)
     }
 
-    pub fn node_left_network(&mut self, node: &str, network: &str) {
-        if let Some(nodes) = self.attached.get_mut(network) {
-            nodes.remove(node);
-        }
+    /// Every attachment record known, for a push/pull or a bulk sync.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.attachments.all()
     }
 
     /// The nodes a network's changes go to (its members but us): only they store them.
     pub fn peers_of(&self, network: &str) -> Vec<String> {
-        self.attached
-            .get(network)
-            .map(|n| n.iter().filter(|n| **n != self.me).cloned().collect())
-            .unwrap_or_default()
+        self.attachments
+            .nodes(network)
+            .filter(|n| *n != self.me)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How many nodes (us included) are attached to `network`.
+    pub fn network_size(&self, network: &str) -> usize {
+        self.attachments.nodes(network).count()
     }
 
     /// Writes (or with `None` deletes) one of our entries; the change to broadcast to the
@@ -168,22 +202,46 @@ impl Tables {
             ltime,
             value,
         };
-        let event = self.apply(now, change.clone());
+        let event = self.store(now, change.clone());
         Some((change, event))
     }
 
     /// A change from the network: applied if it is newer than what we have (by Lamport time,
-    /// the owner's name breaking ties) and we are on its network. Returns the event, if any.
-    pub fn apply(&mut self, now: Timestamp, change: Change) -> Option<Event> {
+    /// the owner's name breaking ties) and we are on its network.
+    pub fn apply(&mut self, now: Timestamp, change: Change) -> Applied {
         if !self.networks.contains(&change.key.network) {
-            return None;
+            return Applied::default();
         }
         self.clock = self.clock.max(change.ltime);
-        if let Some(have) = self.entries.get(&change.key)
+        let have = self.entries.get(&change.key);
+        if let Some(have) = have
             && (have.ltime, &have.owner) >= (change.ltime, &change.owner)
         {
-            return None;
+            return Applied::default();
         }
+        if change.owner == self.me {
+            // Ours, but not what we hold: a stale write from before a restart (or a value
+            // we since changed). Our current value, or its deletion, outbids it.
+            let current = have
+                .filter(|e| e.owner == self.me)
+                .and_then(|e| e.value.clone());
+            if current != change.value {
+                let correction = self.write(now, change.key, current).map(|(c, _)| c);
+                return Applied {
+                    correction,
+                    ..Applied::default()
+                };
+            }
+        }
+        Applied {
+            fresh: true,
+            event: self.store(now, change),
+            correction: None,
+        }
+    }
+
+    /// Stores a change known to be newer; the watchers' event.
+    fn store(&mut self, now: Timestamp, change: Change) -> Option<Event> {
         let event = match &change.value {
             Some(value) => Some(Event::Put {
                 key: change.key.clone(),
