@@ -109,6 +109,25 @@ pub enum Top {
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
     },
+    /// Runs a standalone gossip member (memberlist's wire protocol: Serf agents are peers).
+    /// Prints member and table events, one per line; reads commands on stdin:
+    /// `put NET TABLE KEY VALUE`, `delete NET TABLE KEY`, `join-network NET`,
+    /// `leave-network NET`. Stops on SIGTERM or SIGINT, leaving the cluster.
+    Gossip {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "0.0.0.0:7946")]
+        bind: std::net::SocketAddr,
+        /// Members to join through (and to re-join after a partition).
+        #[arg(long)]
+        join: Vec<std::net::SocketAddr>,
+        /// The cluster's key, base64 (16, 24 or 32 bytes), as Serf's `-encrypt`.
+        #[arg(long)]
+        encrypt: Option<String>,
+        /// Networks to attach to at start.
+        #[arg(long = "network")]
+        networks: Vec<String>,
+    },
     #[command(subcommand)]
     Node(NodeCmd),
     #[command(subcommand)]

@@ -6,6 +6,7 @@
 //! - [`render`]: Docker-like tables.
 
 mod args;
+mod gossip;
 mod init;
 mod network;
 mod node;
@@ -185,6 +186,13 @@ fn run(cli: Cli) -> Result<(), String> {
             follow(&api, &me, !joined, &Arc::new(AtomicBool::new(false)));
             Ok(())
         }
+        Top::Gossip {
+            name,
+            bind,
+            join,
+            encrypt,
+            networks,
+        } => gossip::gossip(&name, bind, &join, encrypt.as_deref(), &networks),
         Top::Node(cmd) => node::node(&api, &out, cmd),
         Top::Network(cmd) => network::network(&api, &out, cmd),
         Top::Service(cmd) => service::service(&api, &out, cmd),

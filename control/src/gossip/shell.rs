@@ -55,11 +55,18 @@ struct Inner {
     pending: Mutex<Vec<Output>>,
     wake: Notify,
     events: Mutex<Vec<Event>>,
-    watchers: Mutex<Vec<mpsc::Sender<tables::Event>>>,
+    watchers: Mutex<Vec<mpsc::Sender<Watched>>>,
     /// Input refused by the wire decoder, by reason (`WireError::kind`), UDP and TCP alike.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     keyring: Option<Keyring>,
     clock: std::time::Instant,
+}
+
+/// What a watcher is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watched {
+    Member(Event),
+    Table(tables::Event),
 }
 
 /// A running gossip node; stops (without leaving) when dropped.
@@ -133,13 +140,16 @@ impl Inner {
                 }
                 Output::Member(event) => {
                     tracing::debug!(?event, "gossip membership");
-                    lock(&self.events).push(event);
+                    lock(&self.events).push(event.clone());
+                    self.tell(Watched::Member(event));
                 }
-                Output::Table(event) => {
-                    lock(&self.watchers).retain(|w| w.send(event.clone()).is_ok());
-                }
+                Output::Table(event) => self.tell(Watched::Table(event)),
             }
         }
+    }
+
+    fn tell(&self, what: Watched) {
+        lock(&self.watchers).retain(|w| w.send(what.clone()).is_ok());
     }
 
     fn seal(&self, body: Vec<u8>, stream: bool) -> Result<Vec<u8>, WireError> {
@@ -275,8 +285,8 @@ impl GossipNode {
             .map(|(owner, value)| (owner.to_owned(), value.to_vec()))
     }
 
-    /// Table changes from now on (the watch API that feeds the dataplane and DNS).
-    pub fn watch(&self) -> mpsc::Receiver<tables::Event> {
+    /// Member and table events from now on (the watch API that feeds the dataplane and DNS).
+    pub fn watch(&self) -> mpsc::Receiver<Watched> {
         let (tx, rx) = mpsc::channel();
         lock(&self.inner.watchers).push(tx);
         rx

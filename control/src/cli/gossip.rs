@@ -1,0 +1,153 @@
+//! `shoal gossip`: one gossip member on its own, for operators (join a Serf cluster, watch a
+//! network's tables) and for the benchmark and tests, which read its event lines:
+//!
+//! ```text
+//! member joined NAME IP:PORT | member suspected NAME | member failed NAME
+//! member left NAME | member recovered NAME
+//! entry put NET TABLE KEY VALUE owner=NODE | entry deleted NET TABLE KEY
+//! ```
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::gossip::membership::Event;
+use crate::gossip::netdb::Config;
+use crate::gossip::shell::{GossipConfig, GossipNode, Watched};
+use crate::gossip::tables::{self, Key};
+use crate::gossip::wire::{Key as WireKey, Keyring};
+
+pub fn gossip(
+    name: &str,
+    bind: SocketAddr,
+    join: &[SocketAddr],
+    encrypt: Option<&str>,
+    networks: &[String],
+) -> Result<(), String> {
+    // SIGTERM and SIGINT are waited for by the main thread: blocked before any thread starts,
+    // so every thread inherits the mask and none is killed by them.
+    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT]);
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
+    let keyring = encrypt
+        .map(|text| {
+            WireKey::from_base64(text)
+                .map(Keyring::new)
+                .map_err(|e| format!("--encrypt: {e} (give a base64 key of 16, 24 or 32 bytes)"))
+        })
+        .transpose()?;
+    let node = GossipNode::start(GossipConfig {
+        name: name.to_owned(),
+        bind,
+        keyring,
+        config: Config::default(),
+    })
+    .map_err(|e| format!("cannot listen on {bind} (UDP and TCP): {e}"))?;
+    let node = Arc::new(node);
+    let events = node.watch();
+    let printer = {
+        let node = node.clone();
+        std::thread::spawn(move || print_events(&node, &events))
+    };
+    for network in networks {
+        node.join_network(network);
+    }
+    if !join.is_empty() {
+        let answered = node.join(join);
+        if answered == 0 {
+            eprintln!(
+                "gossip {name}: none of {join:?} answered; retrying in the background (every 60 s)"
+            );
+        }
+    }
+    {
+        let node = node.clone();
+        std::thread::spawn(move || read_commands(&node));
+    }
+    let signal = signals
+        .wait()
+        .map_err(|e| format!("waiting for a signal: {e}"))?;
+    eprintln!("gossip {name}: {signal:?}, leaving the cluster");
+    node.leave();
+    drop(printer);
+    Ok(())
+}
+
+fn print_events(node: &GossipNode, events: &mpsc::Receiver<Watched>) {
+    let stdout = std::io::stdout();
+    for event in events {
+        let line = match event {
+            Watched::Member(Event::Joined(n)) => {
+                let addr = node
+                    .members()
+                    .into_iter()
+                    .find(|m| m.name == n)
+                    .map(|m| m.addr.to_string())
+                    .unwrap_or_default();
+                format!("member joined {n} {addr}")
+            }
+            Watched::Member(Event::Suspected(n)) => format!("member suspected {n}"),
+            Watched::Member(Event::Failed(n)) => format!("member failed {n}"),
+            Watched::Member(Event::Left(n)) => format!("member left {n}"),
+            Watched::Member(Event::Recovered(n)) => format!("member recovered {n}"),
+            Watched::Table(tables::Event::Put { key, owner, value }) => format!(
+                "entry put {} {} {} {} owner={owner}",
+                key.network,
+                key.table,
+                key.key,
+                String::from_utf8_lossy(&value)
+            ),
+            Watched::Table(tables::Event::Deleted { key }) => {
+                format!("entry deleted {} {} {}", key.network, key.table, key.key)
+            }
+        };
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Commands on stdin until it closes (a closed stdin does not stop the member).
+fn read_commands(node: &GossipNode) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { return };
+        if let Err(e) = command(node, &line) {
+            eprintln!("{e}");
+        }
+    }
+}
+
+fn command(node: &GossipNode, line: &str) -> Result<(), String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let key = |network: &str, table: &str, key: &str| Key {
+        network: network.to_owned(),
+        table: table.to_owned(),
+        key: key.to_owned(),
+    };
+    match words.as_slice() {
+        [] => Ok(()),
+        ["put", network, table, k, value] => node
+            .write(key(network, table, k), Some(value.as_bytes().to_vec()))
+            .map_err(|e| e.to_string()),
+        ["delete", network, table, k] => node
+            .write(key(network, table, k), None)
+            .map_err(|e| e.to_string()),
+        ["join-network", network] => {
+            node.join_network(network);
+            Ok(())
+        }
+        ["leave-network", network] => {
+            node.leave_network(network);
+            Ok(())
+        }
+        _ => Err(format!(
+            "unknown command {line:?}: put NET TABLE KEY VALUE | delete NET TABLE KEY | \
+             join-network NET | leave-network NET"
+        )),
+    }
+}
