@@ -127,6 +127,9 @@ pub enum Top {
         /// Networks to attach to at start.
         #[arg(long = "network")]
         networks: Vec<String>,
+        /// Entries to write at start, `NET/TABLE/KEY=VALUE` (on a network given above).
+        #[arg(long = "put", value_name = "NET/TABLE/KEY=VALUE")]
+        puts: Vec<String>,
     },
     #[command(subcommand)]
     Node(NodeCmd),

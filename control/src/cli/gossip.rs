@@ -9,8 +9,8 @@
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 
 use nix::sys::signal::{SigSet, Signal};
 
@@ -20,13 +20,32 @@ use crate::gossip::shell::{GossipConfig, GossipNode, Watched};
 use crate::gossip::tables::{self, Key};
 use crate::gossip::wire::{Key as WireKey, Keyring};
 
-pub fn gossip(
-    name: &str,
-    bind: SocketAddr,
-    join: &[SocketAddr],
-    encrypt: Option<&str>,
-    networks: &[String],
-) -> Result<(), String> {
+/// What `shoal gossip` was asked to run.
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub join: Vec<SocketAddr>,
+    pub encrypt: Option<String>,
+    pub networks: Vec<String>,
+    /// `NET/TABLE/KEY=VALUE`
+    pub puts: Vec<String>,
+}
+
+pub fn gossip(member: &Member) -> Result<(), String> {
+    let Member {
+        name,
+        bind,
+        join,
+        encrypt,
+        networks,
+        puts,
+    } = member;
+    let bind = *bind;
+    let puts = puts
+        .iter()
+        .map(|p| parse_put(p))
+        .collect::<Result<Vec<_>, _>>()?;
     // SIGTERM and SIGINT are waited for by the main thread: blocked before any thread starts,
     // so every thread inherits the mask and none is killed by them.
     let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT]);
@@ -34,6 +53,7 @@ pub fn gossip(
         .thread_block()
         .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
     let keyring = encrypt
+        .as_deref()
         .map(|text| {
             WireKey::from_base64(text)
                 .map(Keyring::new)
@@ -56,12 +76,13 @@ pub fn gossip(
     for network in networks {
         node.join_network(network);
     }
+    for (key, value) in puts {
+        node.write(key, Some(value)).map_err(|e| e.to_string())?;
+    }
     if !join.is_empty() {
         let answered = node.join(join);
         if answered == 0 {
-            eprintln!(
-                "gossip {name}: none of {join:?} answered; retrying in the background (every 60 s)"
-            );
+            eprintln!("gossip {name}: none of {join:?} answered; retrying in the background");
         }
     }
     {
@@ -75,6 +96,27 @@ pub fn gossip(
     node.leave();
     drop(printer);
     Ok(())
+}
+
+/// `NET/TABLE/KEY=VALUE` → the key and the value.
+fn parse_put(text: &str) -> Result<(Key, Vec<u8>), String> {
+    let bad = || format!("--put {text:?}: write NET/TABLE/KEY=VALUE");
+    let (path, value) = text.split_once('=').ok_or_else(bad)?;
+    let mut parts = path.splitn(3, '/');
+    let (Some(network), Some(table), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    if [network, table, key].iter().any(|p| p.is_empty()) {
+        return Err(bad());
+    }
+    Ok((
+        Key {
+            network: network.to_owned(),
+            table: table.to_owned(),
+            key: key.to_owned(),
+        },
+        value.as_bytes().to_vec(),
+    ))
 }
 
 fn print_events(node: &GossipNode, events: &mpsc::Receiver<Watched>) {

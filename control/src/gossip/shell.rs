@@ -97,6 +97,33 @@ impl Inner {
         lock(&self.core)
     }
 
+    /// Runs `f` on the core and tells the watchers its events while still holding the core:
+    /// a [`GossipNode::watch`] (which takes the core to read its snapshot) then sees every
+    /// event exactly once, after or in its snapshot. Returns the rest of the outputs.
+    fn step<R>(&self, f: impl FnOnce(&mut NetDb) -> (R, Vec<Output>)) -> (R, Vec<Output>) {
+        let mut core = self.core();
+        let (result, outputs) = f(&mut core);
+        let mut rest = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            match output {
+                Output::Member(event) => {
+                    tracing::debug!(?event, "gossip membership");
+                    lock(&self.events).push(event.clone());
+                    self.tell(Watched::Member(event));
+                }
+                Output::Table(event) => self.tell(Watched::Table(event)),
+                other => rest.push(other),
+            }
+        }
+        drop(core);
+        (result, rest)
+    }
+
+    /// [`step`](Self::step) for the calls that return only outputs.
+    fn run(&self, f: impl FnOnce(&mut NetDb) -> Vec<Output>) -> Vec<Output> {
+        self.step(|core| ((), f(core))).1
+    }
+
     /// Leaves outputs for the thread and wakes it.
     fn submit(&self, outputs: Vec<Output>) {
         lock(&self.pending).extend(outputs);
@@ -138,12 +165,8 @@ impl Inner {
                         }
                     });
                 }
-                Output::Member(event) => {
-                    tracing::debug!(?event, "gossip membership");
-                    lock(&self.events).push(event.clone());
-                    self.tell(Watched::Member(event));
-                }
-                Output::Table(event) => self.tell(Watched::Table(event)),
+                // Told by `step` already.
+                Output::Member(_) | Output::Table(_) => {}
             }
         }
     }
@@ -233,7 +256,7 @@ impl GossipNode {
     /// Joins through `seeds` (also the peers re-joined after a partition) with a push/pull
     /// exchange each; returns how many answered.
     pub fn join(&self, seeds: &[SocketAddr]) -> usize {
-        let requests = self.inner.core().join(seeds);
+        let requests = self.inner.run(|core| core.join(seeds));
         let inner = self.inner.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         self.runtime.spawn(async move {
@@ -254,14 +277,14 @@ impl GossipNode {
 
     /// Attaches this node to `network`: it stores and gossips that network's tables.
     pub fn join_network(&self, network: &str) {
-        let outputs = self.inner.core().join_network(network);
+        let outputs = self.inner.run(|core| core.join_network(network));
         self.inner.submit(outputs);
     }
 
     pub fn leave_network(&self, network: &str) {
         let outputs = {
             let now = self.inner.now();
-            self.inner.core().leave_network(now, network)
+            self.inner.run(|core| core.leave_network(now, network))
         };
         self.inner.submit(outputs);
     }
@@ -270,7 +293,12 @@ impl GossipNode {
     pub fn write(&self, key: Key, value: Option<Vec<u8>>) -> Result<(), NotAttached> {
         let outputs = {
             let now = self.inner.now();
-            self.inner.core().write(now, key, value)?
+            let (written, outputs) = self.inner.step(|core| match core.write(now, key, value) {
+                Ok(outputs) => (Ok(()), outputs),
+                Err(e) => (Err(e), Vec::new()),
+            });
+            written?;
+            outputs
         };
         self.inner.submit(outputs);
         Ok(())
@@ -285,10 +313,26 @@ impl GossipNode {
             .map(|(owner, value)| (owner.to_owned(), value.to_vec()))
     }
 
-    /// Member and table events from now on (the watch API that feeds the dataplane and DNS).
+    /// The watch API that feeds the dataplane and DNS: first the current state (a `Joined`
+    /// for every live member, a `Put` for every visible entry), then every member and table
+    /// event, each exactly once.
     pub fn watch(&self) -> mpsc::Receiver<Watched> {
         let (tx, rx) = mpsc::channel();
+        let core = self.inner.core();
+        for m in core.membership().members() {
+            if core.membership().is_live(&m.name) {
+                let _ = tx.send(Watched::Member(Event::Joined(m.name.clone())));
+            }
+        }
+        for (key, owner, value) in core.tables().visible() {
+            let _ = tx.send(Watched::Table(tables::Event::Put {
+                key: key.clone(),
+                owner: owner.to_owned(),
+                value: value.to_vec(),
+            }));
+        }
         lock(&self.inner.watchers).push(tx);
+        drop(core);
         rx
     }
 
@@ -312,7 +356,7 @@ impl GossipNode {
 
     /// Tells the cluster this node is leaving (then drop it): others mark it left, not failed.
     pub fn leave(&self) {
-        let outputs = self.inner.core().leave();
+        let outputs = self.inner.run(NetDb::leave);
         self.inner.submit(outputs);
         // The thread sends them at once; give it the moment it needs before the caller stops.
         std::thread::sleep(Duration::from_millis(100));
@@ -353,13 +397,12 @@ async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener) {
                 }
                 let now = inner.now();
                 let outputs: Vec<Output> = {
-                    let mut core = inner.core();
-                    packet.messages.into_iter().flat_map(|m| core.handle(now, from, m)).collect()
+                    inner.run(|core| packet.messages.into_iter().flat_map(|m| core.handle(now, from, m)).collect())
                 };
                 inner.deliver(&udp, outputs).await;
             }
             _ = tokio::time::sleep(sleep) => {
-                let outputs = { let now = inner.now(); inner.core().tick(now) };
+                let outputs = { let now = inner.now(); inner.run(|core| core.tick(now)) };
                 inner.deliver(&udp, outputs).await;
             }
             _ = inner.wake.notified() => {
@@ -428,9 +471,7 @@ async fn serve_stream(inner: &Inner, mut stream: TcpStream) -> io::Result<Vec<Ou
         StreamMessage::PushPull(theirs) => {
             write_message(inner, &mut stream, &our_push_pull(inner, false)).await?;
             let now = inner.now();
-            inner
-                .core()
-                .merge_push_pull(now, theirs.nodes, &theirs.user_state)
+            inner.run(|core| core.merge_push_pull(now, theirs.nodes, &theirs.user_state))
         }
         StreamMessage::Ping(ping) => {
             let ack = StreamMessage::Ack(Ack {
@@ -443,7 +484,7 @@ async fn serve_stream(inner: &Inner, mut stream: TcpStream) -> io::Result<Vec<Ou
         StreamMessage::User(payload) => {
             let (answer, outputs) = {
                 let now = inner.now();
-                inner.core().handle_stream(now, &payload)
+                inner.step(|core| core.handle_stream(now, &payload))
             };
             if let Some(answer) = answer {
                 write_message(inner, &mut stream, &StreamMessage::User(answer)).await?;
@@ -471,9 +512,7 @@ async fn push_pull(inner: &Inner, peer: SocketAddr, join: bool) -> io::Result<Ve
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let now = inner.now();
-    Ok(inner
-        .core()
-        .merge_push_pull(now, theirs.nodes, &theirs.user_state))
+    Ok(inner.run(|core| core.merge_push_pull(now, theirs.nodes, &theirs.user_state)))
 }
 
 /// A stream user message (a bulk sync) to `peer`, and the handling of its answer.
@@ -494,7 +533,7 @@ async fn send_stream(inner: &Inner, peer: SocketAddr, payload: Vec<u8>) -> io::R
     Ok(match answer {
         Some(answer) => {
             let now = inner.now();
-            inner.core().handle_stream(now, &answer).1
+            inner.step(|core| core.handle_stream(now, &answer)).1
         }
         None => Vec::new(),
     })

@@ -134,6 +134,10 @@ pub struct NetDb {
     next_bulk_sync: Timestamp,
     next_reap: Timestamp,
     next_rejoin: Timestamp,
+    /// How long until the next re-join while no bootstrap peer is reachable: from the
+    /// reconnect interval, doubling up to `rejoin_interval` (a node started before its
+    /// seeds finds them within seconds; a long partition is not hammered).
+    rejoin_backoff: Duration,
 }
 
 impl NetDb {
@@ -152,7 +156,8 @@ impl NetDb {
             next_gossip: Timestamp(0),
             next_bulk_sync: at(config.bulk_sync_interval),
             next_reap: at(config.reap_interval),
-            next_rejoin: at(config.rejoin_interval),
+            next_rejoin: at(config.membership.reconnect_interval),
+            rejoin_backoff: config.membership.reconnect_interval,
         }
     }
 
@@ -309,8 +314,15 @@ impl NetDb {
             self.tables.reap(now, &self.failed_since);
         }
         if now >= self.next_rejoin {
-            self.next_rejoin = membership::add(now, self.config.rejoin_interval);
-            self.rejoin_bootstrap(&mut out);
+            let wait = if self.rejoin_bootstrap(&mut out) {
+                let wait = self.rejoin_backoff;
+                self.rejoin_backoff = (wait * 2).min(self.config.rejoin_interval);
+                wait
+            } else {
+                self.rejoin_backoff = self.config.membership.reconnect_interval;
+                self.config.rejoin_interval
+            };
+            self.next_rejoin = membership::add(now, wait);
         }
         out
     }
@@ -406,8 +418,9 @@ impl NetDb {
         }
     }
 
-    /// After a partition: if no bootstrap peer is a live member, join them all again.
-    fn rejoin_bootstrap(&self, out: &mut Vec<Output>) {
+    /// After a partition (or a start before the seeds were up): if no bootstrap peer is a
+    /// live member, join them all again. True if it did.
+    fn rejoin_bootstrap(&self, out: &mut Vec<Output>) -> bool {
         let me = self.membership.addr();
         let live = |seed: &SocketAddr| {
             self.membership
@@ -420,13 +433,15 @@ impl NetDb {
             .filter(|s| **s != me)
             .copied()
             .collect();
-        if !others.is_empty() && !others.iter().any(live) {
-            out.extend(
-                others
-                    .into_iter()
-                    .map(|to| Output::PushPull { to, join: true }),
-            );
+        if others.is_empty() || others.iter().any(live) {
+            return false;
         }
+        out.extend(
+            others
+                .into_iter()
+                .map(|to| Output::PushPull { to, join: true }),
+        );
+        true
     }
 
     // ---- the network's side ------------------------------------------------------------

@@ -343,6 +343,14 @@ impl Tables {
         e.value.as_deref().map(|v| (e.owner.as_str(), v))
     }
 
+    /// Every live, visible entry: key, owner, value.
+    pub fn visible(&self) -> impl Iterator<Item = (&Key, &str, &[u8])> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| !e.hidden)
+            .filter_map(|(k, e)| e.value.as_deref().map(|v| (k, e.owner.as_str(), v)))
+    }
+
     /// How many entries (tombstones included) this node stores: what a node off a network
     /// must not hold.
     pub fn stored(&self) -> usize {
