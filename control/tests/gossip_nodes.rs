@@ -11,8 +11,13 @@ use std::time::Duration;
 
 use common::{LOOPBACK, eventually, free_port};
 use control::gossip::netdb::Config;
+use control::gossip::netdb::{NetMessage, WireEntry};
 use control::gossip::shell::{GossipConfig, GossipNode};
-use control::gossip::wire::{Key, Keyring, Message, NodeState, Ping, encode, seal_packet};
+use control::gossip::tables;
+use control::gossip::wire::{
+    Key, Keyring, Message, NodeState, Ping, StreamMessage, encode, encode_stream, seal_packet,
+    seal_stream,
+};
 
 fn node(name: &str, key: [u8; 32]) -> GossipNode {
     GossipNode::start(GossipConfig {
@@ -69,4 +74,70 @@ fn bad_input_is_counted_and_the_membership_carries_on() {
     // Still members of each other after all that.
     std::thread::sleep(Duration::from_secs(3));
     assert!(sees(&a, "b") && sees(&b, "a"));
+}
+
+#[test]
+fn bad_table_messages_are_counted_and_the_tables_carry_on() {
+    let key = [5u8; 32];
+    let a = node("ta", key);
+    let b = node("tb", key);
+    a.join_network("blue");
+    b.join_network("blue");
+    assert_eq!(b.join(&[a.addr()]), 1);
+    let right_key = Key::new(&key).unwrap();
+    let sealed = |m: &Message| seal_packet(&encode(m), &right_key, [3; 12], b"").unwrap();
+    let off_network = NetMessage::Changes {
+        network: "red".into(),
+        entries: vec![WireEntry {
+            table: "peers".into(),
+            key: "x".into(),
+            owner: "mallory".into(),
+            ltime: 1,
+            value: Some(vec![1]),
+        }],
+    };
+    let udp = UdpSocket::bind((LOOPBACK, 0)).unwrap();
+    for payload in [
+        vec![0x5e, 1, 0xff, 0xff, 0xff, 0xff], // our prefix, then nothing that decodes
+        off_network.encode(),                  // red's data, and a is not on red
+        vec![1, 0x80],                         // a Serf user message: not ours, ignored
+    ] {
+        udp.send_to(&sealed(&Message::User(payload)), a.addr())
+            .unwrap();
+    }
+    let mut tcp = TcpStream::connect(a.addr()).unwrap();
+    let stream = seal_stream(
+        &encode_stream(&StreamMessage::User(vec![0x5e, 1, 9, 9, 9])),
+        &right_key,
+        [4; 12],
+        b"",
+    )
+    .unwrap();
+    tcp.write_all(&stream).unwrap();
+    let counted = |kind: &str, n: u64| a.rejected().get(kind).copied().unwrap_or(0) >= n;
+    assert!(
+        eventually(5, || counted("malformed table message", 2)
+            && counted("table data of a network not attached here", 1)
+            && counted("foreign user message", 1)),
+        "{:?}",
+        a.rejected()
+    );
+    assert!(
+        a.get(&tables::Key {
+            network: "red".into(),
+            table: "peers".into(),
+            key: "x".into()
+        })
+        .is_none()
+    );
+    // The tables still work: b's entry reaches a.
+    let entry = tables::Key {
+        network: "blue".into(),
+        table: "peers".into(),
+        key: "tb".into(),
+    };
+    b.write(entry.clone(), Some(b"10.0.0.2".to_vec())).unwrap();
+    assert!(eventually(10, || a
+        .get(&entry)
+        .is_some_and(|(owner, v)| owner == "tb" && v == b"10.0.0.2")));
 }
