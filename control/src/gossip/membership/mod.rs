@@ -415,13 +415,17 @@ impl Membership {
 
     /// A packet to `to`: `first`, then as much queued news as fits.
     fn send(&mut self, to: SocketAddr, first: Message, out: &mut Vec<Output>) {
-        let limit = self.retransmit_limit();
-        let budget = self
-            .config
-            .packet_size
-            .saturating_sub(encode(&first).len() + COMPOUND_OVERHEAD);
         let mut messages = vec![first];
-        messages.extend(self.broadcasts.take(self.config.piggyback, budget, limit));
+        // Most packets have no news to carry: then the limit (a count of all members) and
+        // the packet budget are not worked out.
+        if !self.broadcasts.is_empty() {
+            let limit = self.retransmit_limit();
+            let budget = self
+                .config
+                .packet_size
+                .saturating_sub(encode(&messages[0]).len() + COMPOUND_OVERHEAD);
+            messages.extend(self.broadcasts.take(self.config.piggyback, budget, limit));
+        }
         out.push(Output::Send { to, messages });
     }
 
@@ -451,7 +455,7 @@ impl Membership {
         }
         if now >= self.next_reconnect {
             self.next_reconnect = add(now, self.config.reconnect_interval);
-            if let Some(to) = self.random_member(|m| m.state == NodeState::Dead) {
+            if let Some(to) = self.random_dead() {
                 out.push(Output::PushPull { to, join: true });
             }
         }
@@ -495,6 +499,17 @@ impl Membership {
         Some(candidates[i])
     }
 
+    /// A random dead (not left) member, from `dead_since`, which holds exactly those: a
+    /// healthy cluster is not scanned every `reconnect_interval`.
+    fn random_dead(&mut self) -> Option<SocketAddr> {
+        if self.dead_since.is_empty() {
+            return None;
+        }
+        let i = (self.next_random() % self.dead_since.len() as u64) as usize;
+        let name = self.dead_since.keys().nth(i)?;
+        self.members.get(name).map(|m| m.addr)
+    }
+
     /// Queued news to `gossip_nodes` random members (live ones, and the recently dead).
     fn gossip(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         if self.broadcasts.is_empty() {
@@ -513,11 +528,14 @@ impl Membership {
             })
             .map(|m| m.addr)
             .collect();
-        for i in (1..targets.len()).rev() {
-            let j = (self.next_random() % (i as u64 + 1)) as usize;
+        // The first `gossip_nodes` of a Fisher–Yates shuffle: a uniform choice without
+        // shuffling every member.
+        let k = self.config.gossip_nodes.min(targets.len());
+        for i in 0..k {
+            let j = i + (self.next_random() % (targets.len() - i) as u64) as usize;
             targets.swap(i, j);
         }
-        targets.truncate(self.config.gossip_nodes);
+        targets.truncate(k);
         let limit = self.retransmit_limit();
         for to in targets {
             let messages = self.broadcasts.take(
@@ -615,18 +633,19 @@ impl Membership {
         let Some(target) = self.members.get(&probe.target).cloned() else {
             return;
         };
-        let mut helpers: Vec<Member> = self
+        // Their addresses only: cloning every member to pick three is most of the cost.
+        let mut helpers: Vec<SocketAddr> = self
             .members
             .values()
             .filter(|m| m.name != target.name && m.state == NodeState::Alive)
-            .cloned()
+            .map(|m| m.addr)
             .collect();
         for i in (1..helpers.len()).rev() {
             let j = (self.next_random() % (i as u64 + 1)) as usize;
             helpers.swap(i, j);
         }
         helpers.truncate(self.config.indirect_checks);
-        for helper in &helpers {
+        for &helper in &helpers {
             let request = IndirectPing {
                 seq_no: seq,
                 target: target.addr.ip(),
@@ -637,7 +656,7 @@ impl Membership {
                 source_port: self.me.addr.port(),
                 source_node: self.me.name.clone(),
             };
-            self.send(helper.addr, Message::IndirectPing(request), out);
+            self.send(helper, Message::IndirectPing(request), out);
         }
         if let Some(p) = self.probes.get_mut(&seq) {
             p.indirect_sent = helpers.len().max(1);
@@ -726,7 +745,12 @@ impl Membership {
                         origin,
                         origin_seq: req.seq_no,
                         nack: req.nack,
-                        deadline: add(now, self.config.probe_timeout),
+                        // 80 % of the probe timeout: the origin's probe ends one probe
+                        // interval after it started (two timeouts in the default profile), so
+                        // a nack sent after a full timeout would arrive just too late to tell
+                        // the origin that the target, not itself, is at fault (memberlist's
+                        // origin waits on past that, through its TCP fallback ping).
+                        deadline: add(now, self.config.probe_timeout.mul_f64(0.8)),
                     },
                 );
                 let ping = Ping {
@@ -833,7 +857,6 @@ impl Membership {
         }
         let n = self.live_count();
         let config = self.config;
-        let me = self.me.name.clone();
         let Some(m) = self.members.get_mut(&s.node) else {
             return;
         };
@@ -842,9 +865,11 @@ impl Membership {
         }
         match m.state {
             NodeState::Suspect => {
-                // An independent confirmation shortens the timeout; ours does not count twice.
+                // An independent confirmation shortens the timeout and is passed on. Our own
+                // failed probe of a member someone else suspected first is one too
+                // (memberlist's `suspectNode`); the suspicion's set keeps anyone, us
+                // included, from counting twice.
                 if let Some(suspicion) = self.suspicions.get_mut(&s.node)
-                    && s.from != me
                     && suspicion.confirm(&s.from)
                 {
                     self.broadcasts
