@@ -821,13 +821,12 @@ impl Membership {
                 out.push(Output::Event(Event::Joined(name.clone())));
             }
             Some(m) => {
-                let newer = alive.incarnation > m.incarnation;
-                // A left or dead member comes back only with a newer incarnation.
-                if !newer
-                    && (alive.incarnation < m.incarnation
-                        || m.state == NodeState::Alive
-                        || matches!(m.state, NodeState::Dead | NodeState::Left))
-                {
+                // Only a newer incarnation changes a known member (memberlist's `aliveNode`):
+                // a suspected one is cleared by its own refutation, not by an alive message
+                // or a push/pull of someone who has not heard of the suspicion yet — that
+                // would restart the suspicion again and again and a dead member might never
+                // be declared dead.
+                if alive.incarnation <= m.incarnation {
                     return;
                 }
                 let was = m.state;
