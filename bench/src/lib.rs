@@ -5,6 +5,8 @@
 
 pub mod cleanup;
 pub mod dns;
+/// The gossip benchmark, shoal next to Serf (`src/bin/gossip.rs` calls [`gossip::run`]).
+pub mod gossip;
 /// The connection-distribution benchmark (`src/bin/mesh.rs` calls [`mesh::run`]).
 pub mod mesh;
 pub mod overlay;
