@@ -1,5 +1,16 @@
-//! The node agent. Today only its manager-facing half exists: [`follower`] follows the
-//! manager's stream for its node and reports what became of its tasks. Composing the
-//! dataplane, gossip, DNS and the task runtime is issue 7.
+//! The node agent. What exists so far:
+//!
+//! - [`follower`]: follows the manager's stream for its node and reports what became of its
+//!   tasks;
+//! - [`runtime`]: the process task runtime: runs a task's command in the task's network
+//!   namespace with its own mount and UTS namespaces (resolv.conf pointing at 127.0.0.11),
+//!   stops it with connection and termination graces, watches its exit and its health, and
+//!   decides restarts;
+//! - [`whoami`]: `shoal whoami`, the probe server a task runs by default: it says which
+//!   task and node served a connection (HTTP) or echoes it.
+//!
+//! Composing the dataplane, gossip, DNS and the task runtime into the agent is issue 7.
 
 pub mod follower;
+pub mod runtime;
+pub mod whoami;

@@ -131,6 +131,20 @@ pub enum Top {
         #[arg(long = "put", value_name = "NET/TABLE/KEY=VALUE")]
         puts: Vec<String>,
     },
+    /// Runs the probe server a task runs by default: an HTTP request gets which task and
+    /// node answered and the client's address (`GET /json`: as JSON); any other connection
+    /// is echoed. Runs until killed (SIGTERM).
+    Whoami {
+        /// A port to listen on, on every address (repeat for more).
+        #[arg(long = "port", default_values_t = [80u16])]
+        ports: Vec<u16>,
+        /// The task's name to report; default: the hostname.
+        #[arg(long, env = "SHOAL_TASK_NAME")]
+        name: Option<String>,
+        /// The node's name to report; default: the hostname.
+        #[arg(long, env = "SHOAL_NODE")]
+        node: Option<String>,
+    },
     #[command(subcommand)]
     Node(NodeCmd),
     #[command(subcommand)]

@@ -46,9 +46,34 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    // The commands that need no manager run before its client is built, so that a missing
+    // credentials folder (SHOAL_CERTS) does not stop them.
+    let command = match cli.command {
+        Top::Gossip {
+            name,
+            bind,
+            join,
+            encrypt,
+            networks,
+            puts,
+        } => {
+            return gossip::gossip(&gossip::Member {
+                name,
+                bind,
+                join,
+                encrypt,
+                networks,
+                puts,
+            });
+        }
+        Top::Whoami { ports, name, node } => {
+            return crate::agent::whoami::run(crate::agent::whoami::Config::new(ports, name, node));
+        }
+        other => other,
+    };
     let api = client(cli.manager, cli.certs.as_deref())?;
     let out = Out { format: cli.format };
-    match cli.command {
+    match command {
         Top::Manager {
             listen,
             state,
@@ -186,21 +211,8 @@ fn run(cli: Cli) -> Result<(), String> {
             follow(&api, &me, !joined, &Arc::new(AtomicBool::new(false)));
             Ok(())
         }
-        Top::Gossip {
-            name,
-            bind,
-            join,
-            encrypt,
-            networks,
-            puts,
-        } => gossip::gossip(&gossip::Member {
-            name,
-            bind,
-            join,
-            encrypt,
-            networks,
-            puts,
-        }),
+        // Run above, before the client.
+        Top::Gossip { .. } | Top::Whoami { .. } => Ok(()),
         Top::Node(cmd) => node::node(&api, &out, cmd),
         Top::Network(cmd) => network::network(&api, &out, cmd),
         Top::Service(cmd) => service::service(&api, &out, cmd),
