@@ -555,8 +555,9 @@ impl NetDb {
                     self.handle_user(now, &payload, &mut out);
                 }
                 membership::Output::Event(event) => {
+                    // The member's news first, then what it does to the tables.
+                    out.push(Output::Member(event.clone()));
                     self.member_event(now, &event, &mut out);
-                    out.push(Output::Member(event));
                 }
             }
         }
