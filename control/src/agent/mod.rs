@@ -6,11 +6,14 @@
 //!   namespace with its own mount and UTS namespaces (resolv.conf pointing at 127.0.0.11),
 //!   stops it with connection and termination graces, watches its exit and its health, and
 //!   decides restarts;
+//! - [`peers`]: the overlay peer table: local endpoints as gossip entries, remote ones into
+//!   the dataplane's routes (tolerating an IP briefly held by two endpoints);
 //! - [`whoami`]: `shoal whoami`, the probe server a task runs by default: it says which
 //!   task and node served a connection (HTTP) or echoes it.
 //!
 //! Composing the dataplane, gossip, DNS and the task runtime into the agent is issue 7.
 
 pub mod follower;
+pub mod peers;
 pub mod runtime;
 pub mod whoami;
