@@ -8,6 +8,8 @@
 //!   decides restarts;
 //! - [`peers`]: the overlay peer table: local endpoints as gossip entries, remote ones into
 //!   the dataplane's routes (tolerating an IP briefly held by two endpoints);
+//! - [`services`]: the service table: a node's tasks as gossip entries, folded on every
+//!   node into the VIPs' backends and the resolver's service records;
 //! - [`whoami`]: `shoal whoami`, the probe server a task runs by default: it says which
 //!   task and node served a connection (HTTP) or echoes it.
 //!
@@ -16,4 +18,5 @@
 pub mod follower;
 pub mod peers;
 pub mod runtime;
+pub mod services;
 pub mod whoami;
