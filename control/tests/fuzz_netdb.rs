@@ -59,6 +59,7 @@ fn message() -> impl Strategy<Value = NetMessage> {
         )
             .prop_map(|(networks, entries, attachments, reply)| {
                 NetMessage::BulkSync {
+                    from: "peer".into(),
                     networks,
                     entries,
                     attachments,

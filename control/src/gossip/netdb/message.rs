@@ -31,6 +31,8 @@ pub enum NetMessage {
     /// Everything this node holds of `networks` and every attachment it knows, over a
     /// stream; `reply`: answer with the same of ours.
     BulkSync {
+        /// The sender's node name.
+        from: String,
         networks: Vec<String>,
         entries: Vec<(String, WireEntry)>,
         attachments: Vec<Attachment>,

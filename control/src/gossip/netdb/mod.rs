@@ -49,6 +49,9 @@ pub struct Config {
     pub reap_interval: Duration,
     /// How often the bootstrap peers are joined again if none is a live member (Docker: 60 s).
     pub rejoin_interval: Duration,
+    /// A recovered node's hidden entries show when its bulk sync answer is in, or after this
+    /// long without one.
+    pub restore_timeout: Duration,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             grace: Duration::from_secs(30 * 60),
             reap_interval: Duration::from_secs(5),
             rejoin_interval: Duration::from_secs(60),
+            restore_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct NetDb {
     bootstrap: Vec<SocketAddr>,
     /// When each failed or departed node went.
     failed_since: BTreeMap<String, Timestamp>,
+    /// Recovered nodes whose entries wait for their bulk sync answer, until when.
+    restoring: BTreeMap<String, Timestamp>,
     refused: BTreeMap<Refused, u64>,
     rng: u64,
     next_gossip: Timestamp,
@@ -151,6 +157,7 @@ impl NetDb {
             queues: BTreeMap::new(),
             bootstrap: Vec::new(),
             failed_since: BTreeMap::new(),
+            restoring: BTreeMap::new(),
             refused: BTreeMap::new(),
             rng: (seed ^ 0x9e37_79b9_7f4a_7c15) | 1,
             next_gossip: Timestamp(0),
@@ -309,6 +316,16 @@ impl NetDb {
             self.next_bulk_sync = membership::add(now, self.config.bulk_sync_interval);
             self.bulk_sync_round(&mut out);
         }
+        let overdue: Vec<String> = self
+            .restoring
+            .iter()
+            .filter(|(_, until)| now >= **until)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in overdue {
+            self.restoring.remove(&node);
+            self.restore(&node, &mut out);
+        }
         if now >= self.next_reap {
             self.next_reap = membership::add(now, self.config.reap_interval);
             self.tables.reap(now, &self.failed_since);
@@ -337,6 +354,11 @@ impl NetDb {
         [
             self.membership.next_wake(),
             self.next_bulk_sync,
+            self.restoring
+                .values()
+                .copied()
+                .min()
+                .unwrap_or(self.next_reap),
             self.next_reap,
             self.next_rejoin,
         ]
@@ -411,6 +433,7 @@ impl NetDb {
             .map(WireEntry::from_change)
             .collect();
         NetMessage::BulkSync {
+            from: self.name().to_owned(),
             networks,
             entries,
             attachments: self.tables.attachments(),
@@ -496,6 +519,7 @@ impl NetDb {
         let mut out = Vec::new();
         match NetMessage::decode(payload) {
             Ok(NetMessage::BulkSync {
+                from,
                 networks,
                 entries,
                 attachments,
@@ -510,6 +534,11 @@ impl NetDb {
                         continue;
                     }
                     self.apply_change(now, entry.into_change(network), &mut out);
+                }
+                // A recovered node's own state is in: its deletes while away are applied, so
+                // what is left of its hidden entries can show.
+                if self.restoring.remove(&from).is_some() {
+                    self.restore(&from, &mut out);
                 }
                 let ours: Vec<String> = networks
                     .into_iter()
@@ -568,31 +597,43 @@ impl NetDb {
         match event {
             membership::Event::Failed(node) | membership::Event::Left(node) => {
                 self.failed_since.entry(node.clone()).or_insert(now);
+                self.restoring.remove(node);
                 out.extend(self.tables.node_failed(node).into_iter().map(Output::Table));
             }
             membership::Event::Recovered(node) => {
                 self.failed_since.remove(node);
-                out.extend(
-                    self.tables
-                        .node_recovered(node)
-                        .into_iter()
-                        .map(Output::Table),
-                );
-                // What changed while it was away, both ways.
+                // What changed while it was away, both ways. Its hidden entries stay hidden
+                // until its answer is applied (or `restore_timeout` passes): shown at once,
+                // an entry it deleted while away would come back until its tombstone arrived.
                 let common: Vec<String> = self
                     .tables
                     .networks()
                     .filter(|n| self.tables.peers_of(n).iter().any(|p| p == node))
                     .map(str::to_owned)
                     .collect();
-                if let Some(m) = self.membership.member(node)
-                    && !common.is_empty()
-                {
-                    out.push(self.bulk_sync_to(m.addr, common, true));
+                match self.membership.member(node) {
+                    Some(m) if !common.is_empty() => {
+                        out.push(self.bulk_sync_to(m.addr, common, true));
+                        self.restoring.insert(
+                            node.clone(),
+                            membership::add(now, self.config.restore_timeout),
+                        );
+                    }
+                    _ => self.restore(node, out),
                 }
             }
             membership::Event::Joined(_) | membership::Event::Suspected(_) => {}
         }
+    }
+
+    /// Shows a recovered node's hidden entries again.
+    fn restore(&mut self, node: &str, out: &mut Vec<Output>) {
+        out.extend(
+            self.tables
+                .node_recovered(node)
+                .into_iter()
+                .map(Output::Table),
+        );
     }
 
     fn handle_user(&mut self, now: Timestamp, payload: &[u8], out: &mut Vec<Output>) {
