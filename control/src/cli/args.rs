@@ -113,24 +113,7 @@ pub enum Top {
     /// Prints member and table events, one per line; reads commands on stdin:
     /// `put NET TABLE KEY VALUE`, `delete NET TABLE KEY`, `join-network NET`,
     /// `leave-network NET`. Stops on SIGTERM or SIGINT, leaving the cluster.
-    Gossip {
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "0.0.0.0:7946")]
-        bind: std::net::SocketAddr,
-        /// Members to join through (and to re-join after a partition).
-        #[arg(long)]
-        join: Vec<std::net::SocketAddr>,
-        /// The cluster's key, base64 (16, 24 or 32 bytes), as Serf's `-encrypt`.
-        #[arg(long)]
-        encrypt: Option<String>,
-        /// Networks to attach to at start.
-        #[arg(long = "network")]
-        networks: Vec<String>,
-        /// Entries to write at start, `NET/TABLE/KEY=VALUE` (on a network given above).
-        #[arg(long = "put", value_name = "NET/TABLE/KEY=VALUE")]
-        puts: Vec<String>,
-    },
+    Gossip(super::gossip::Member),
     /// Runs the probe server a task runs by default: an HTTP request gets which task and
     /// node answered and the client's address (`GET /json`: as JSON); any other connection
     /// is echoed. Runs until killed (SIGTERM).

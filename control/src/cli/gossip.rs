@@ -21,14 +21,25 @@ use crate::gossip::tables::{self, Key};
 use crate::gossip::wire::{Key as WireKey, Keyring};
 
 /// What `shoal gossip` was asked to run.
-#[derive(Debug)]
+#[derive(clap::Args, Debug)]
 pub struct Member {
+    /// This member's name: keep it across restarts (a restart is not a new member).
+    #[arg(long)]
     pub name: String,
+    /// UDP and TCP address to listen on, also the one announced to the others.
+    #[arg(long, default_value = "0.0.0.0:7946")]
     pub bind: SocketAddr,
+    /// Members to join through (and to re-join after a partition).
+    #[arg(long)]
     pub join: Vec<SocketAddr>,
+    /// The cluster's key, base64 (16, 24 or 32 bytes), as Serf's `-encrypt`.
+    #[arg(long)]
     pub encrypt: Option<String>,
+    /// Networks to attach to at start.
+    #[arg(long = "network")]
     pub networks: Vec<String>,
-    /// `NET/TABLE/KEY=VALUE`
+    /// Entries to write at start, `NET/TABLE/KEY=VALUE` (on a network given above).
+    #[arg(long = "put", value_name = "NET/TABLE/KEY=VALUE")]
     pub puts: Vec<String>,
 }
 

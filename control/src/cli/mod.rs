@@ -49,23 +49,7 @@ fn run(cli: Cli) -> Result<(), String> {
     // The commands that need no manager run before its client is built, so that a missing
     // credentials folder (SHOAL_CERTS) does not stop them.
     let command = match cli.command {
-        Top::Gossip {
-            name,
-            bind,
-            join,
-            encrypt,
-            networks,
-            puts,
-        } => {
-            return gossip::gossip(&gossip::Member {
-                name,
-                bind,
-                join,
-                encrypt,
-                networks,
-                puts,
-            });
-        }
+        Top::Gossip(member) => return gossip::gossip(&member),
         Top::Whoami { ports, name, node } => {
             return crate::agent::whoami::run(crate::agent::whoami::Config::new(ports, name, node));
         }
@@ -212,7 +196,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         // Run above, before the client.
-        Top::Gossip { .. } | Top::Whoami { .. } => Ok(()),
+        Top::Gossip(_) | Top::Whoami { .. } => Ok(()),
         Top::Node(cmd) => node::node(&api, &out, cmd),
         Top::Network(cmd) => network::network(&api, &out, cmd),
         Top::Service(cmd) => service::service(&api, &out, cmd),
