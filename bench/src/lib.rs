@@ -3,6 +3,8 @@
 //! benchmark itself (`src/bin/overlay.rs` only calls [`overlay::run`]); and [`dns`], the DNS
 //! benchmark (`src/bin/dns.rs` calls [`dns::run`]).
 
+/// The agent's idle memory beside a Serf agent's (`src/bin/agent.rs` calls [`agent::run`]).
+pub mod agent;
 pub mod cleanup;
 pub mod dns;
 /// The gossip benchmark, shoal next to Serf (`src/bin/gossip.rs` calls [`gossip::run`]).
@@ -220,6 +222,33 @@ pub fn env_number(name: &str, default: u64) -> Result<u64, String> {
             .map_err(|_| format!("{name}={v:?} is not a number")),
         Err(_) => Ok(default),
     }
+}
+
+/// The `shoal` binary a benchmark runs: `SHOAL_BIN`, else next to the benchmark's own
+/// program (both built with `cargo build --release`), else `target/release/shoal`.
+pub fn shoal_binary() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("SHOAL_BIN") {
+        return p.into();
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("shoal")));
+    match beside {
+        Some(p) if p.exists() => p,
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/shoal"),
+    }
+}
+
+/// A process's resident memory (VmRSS), KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -266,6 +266,25 @@ impl Testbed {
     /// Starts `argv` in the background inside `netns_name`; stdout and stderr go to a log file
     /// ([`log_of`](Self::log_of)). Killed (SIGKILL) when the testbed drops. Returns its pid.
     pub fn spawn(&mut self, netns_name: &str, argv: &[&str]) -> io::Result<u32> {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns_name]);
+        self.spawn_logged(command, argv)
+    }
+
+    /// [`spawn`](Self::spawn) entering only the network namespace (`nsenter --net`): the
+    /// process shares the host's mount namespace, so the namespaces it creates under
+    /// /run/netns (a shoal agent's task sandboxes) are seen by the test and outlive it.
+    pub fn spawn_net(&mut self, netns_name: &str, argv: &[&str]) -> io::Result<u32> {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={NETNS_DIR}/{netns_name}"))
+            .arg("--");
+        self.spawn_logged(command, argv)
+    }
+
+    /// Starts `entry argv` with its output in a log file; `entry` execs argv in place (the
+    /// pid is argv's own).
+    fn spawn_logged(&mut self, mut entry: Command, argv: &[&str]) -> io::Result<u32> {
         std::fs::create_dir_all(&self.log_dir)?;
         let stem: String = argv
             .first()
@@ -279,9 +298,7 @@ impl Testbed {
             .join(format!("{}-{stem}.log", self.spawned.len()));
         let out = File::create(&log)?;
         let err = out.try_clone()?;
-        // `ip netns exec` enters the namespace and execs argv: the pid is argv's own.
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns_name])
+        let child = entry
             .args(argv)
             .stdin(Stdio::null())
             .stdout(out)
@@ -381,6 +398,11 @@ impl Drop for Testbed {
             let _ = s.child.wait();
         }
         for netns_name in self.namespaces.iter().rev() {
+            remove_netns(netns_name);
+        }
+        // Namespaces its processes made under its prefix (an agent's task sandboxes).
+        let made = format!("{}-", self.prefix);
+        for netns_name in list_netns().iter().filter(|n| n.starts_with(&made)) {
             remove_netns(netns_name);
         }
         // Keep the logs of a failed test when they say something.
@@ -508,7 +530,8 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn base36(mut n: u32) -> String {
+/// `n` in base 36 (short, lower-case: fits namespace and link names).
+pub fn base36(mut n: u32) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
     loop {

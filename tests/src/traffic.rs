@@ -254,3 +254,21 @@ impl Drop for UdpEchoServer {
         }
     }
 }
+
+/// One HTTP/1.0 `GET /` from `ns` to a `shoal whoami` at `dst`: the `task:` line of its
+/// answer (which task served the connection). Bounded by `timeout` per step.
+pub fn whoami_task(ns: &NetnsRef, dst: SocketAddr, timeout: Duration) -> io::Result<String> {
+    in_netns(ns, move || {
+        let mut conn = TcpStream::connect_timeout(&dst, timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        conn.set_write_timeout(Some(timeout))?;
+        conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)?;
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("task: "))
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, response))
+    })
+}

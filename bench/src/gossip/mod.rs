@@ -35,6 +35,7 @@ mod report;
 mod scenario;
 mod serf;
 mod shoal;
+mod simulated;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -82,6 +83,8 @@ pub(crate) struct Config {
     fail_t: u64,
     build: bool,
     out_dir: PathBuf,
+    /// `SIM=0`: leave out the simulated curve (it takes about a minute).
+    skip_simulated: bool,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
             out_dir: std::env::var_os("GOSSIP_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results")),
+            skip_simulated: num("SIM", 1)? == 0,
         })
     }
 }

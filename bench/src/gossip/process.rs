@@ -124,14 +124,7 @@ impl Agent {
 
     /// VmRSS of the agent's process, KiB.
     pub(super) fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        crate::rss_kib(self.pid())
     }
 
     /// Whether the agent listens on every TCP address of `tcp` and has a UDP socket on every

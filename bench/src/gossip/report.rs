@@ -2,7 +2,7 @@
 //! shoal / Serf) and the files: `gossip.md` and `gossip.json`. The JSON's top level holds the
 //! issue's keys `serf_join_s`, `shoal_join_s`, `serf_fail_s`, `shoal_fail_s` (medians at
 //! N = 32, or at the largest N measured when 32 was not; `key_n` says which), per-N details
-//! under `sizes`, and the simulated curve under `simulated` when [`simulated_section`] has one.
+//! under `sizes`, and the simulated curve under `simulated` (`super::simulated`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,13 +13,6 @@ use super::scenario::{PORT, RunResult};
 use super::shoal::Shoal;
 use super::{Config, Impl};
 use crate::{Machine, Summary, Table};
-
-/// The simulated convergence curve, when there is one: (Markdown appended to `gossip.md`,
-/// JSON under `simulated` in `gossip.json`).
-pub fn simulated_section() -> Option<(String, Value)> {
-    // filled by the simulated curve (issue 3)
-    None
-}
 
 /// The N the headline keys are given at.
 const KEY_N: usize = 32;
@@ -227,7 +220,7 @@ impl Report<'_> {
     pub(super) fn write(&self) -> Result<(PathBuf, PathBuf), String> {
         let dir = &self.cfg.out_dir;
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let simulated = simulated_section();
+        let simulated = (!self.cfg.skip_simulated).then(|| super::simulated::section(dir));
         let md = dir.join("gossip.md");
         let mut text = self.markdown();
         if let Some((section, _)) = &simulated {

@@ -4,7 +4,6 @@
 //! what the manager's scheduling needs to be exercised end to end; it starts nothing.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -43,7 +42,14 @@ pub fn register(api: &ApiClient, me: &Identity) -> Result<(), ClientError> {
 /// desired one, and each key epoch of its networks it holds but has not acknowledged (the
 /// manager switches a network to a new key once every attached node did).
 pub fn reports(view: &NodeView) -> Vec<Command> {
-    let tasks = view.tasks.iter().filter_map(|t| {
+    let mut reports: Vec<Command> = assumed_task_reports(view).collect();
+    reports.extend(key_reports(view));
+    reports
+}
+
+/// Without a runtime: each task reported as what it is desired to be.
+fn assumed_task_reports(view: &NodeView) -> impl Iterator<Item = Command> + '_ {
+    view.tasks.iter().filter_map(|t| {
         let observed = match t.desired {
             TaskState::Running if !t.observed.is_terminal() && t.observed != TaskState::Running => {
                 TaskState::Running
@@ -56,7 +62,11 @@ pub fn reports(view: &NodeView) -> Vec<Command> {
             observed,
             message: String::new(),
         })
-    });
+    })
+}
+
+/// The key epochs (networks' and gossip's) this node holds and has not acknowledged.
+pub fn key_reports(view: &NodeView) -> Vec<Command> {
     let keys = view.networks.iter().flat_map(|n| {
         let epochs = n.keys.iter().flat_map(|k| k.epochs.iter());
         epochs
@@ -76,14 +86,22 @@ pub fn reports(view: &NodeView) -> Vec<Command> {
             node: view.node.clone(),
             epoch: e.epoch,
         });
-    tasks.chain(keys).chain(gossip).collect()
+    keys.chain(gossip).collect()
 }
 
-/// Follows the stream until `stop` is set. A lost manager is retried with backoff (up to 5 s
-/// between tries); the revision it had is kept, so nothing is replayed or missed.
-/// `register`: add the node first (a manager run `--insecure`); a node that joined with a
-/// token is in the cluster already.
-pub fn follow(api: &ApiClient, me: &Identity, register_first: bool, stop: &Arc<AtomicBool>) {
+/// Follows the stream until `stop` is set: every view goes to `on_view`, and what it returns
+/// is reported. A lost manager is retried with backoff (up to 5 s between tries); the
+/// revision it had is kept, so nothing is replayed or missed. `on_link` hears whether the
+/// manager answers. `register_first`: add the node first (a manager run `--insecure`); a
+/// node that joined with a token is in the cluster already.
+pub fn follow(
+    api: &ApiClient,
+    me: &Identity,
+    register_first: bool,
+    stop: &AtomicBool,
+    mut on_view: impl FnMut(&NodeView) -> Vec<Command>,
+    mut on_link: impl FnMut(bool),
+) {
     let mut revision = 0u64;
     let mut backoff = Duration::from_millis(100);
     let mut registered = !register_first;
@@ -96,7 +114,8 @@ pub fn follow(api: &ApiClient, me: &Identity, register_first: bool, stop: &Arc<A
         .and_then(|()| {
             registered = true;
             let view: NodeView = api.get(&format!("/v1/nodes/{}/view?after={revision}", me.id))?;
-            for report in reports(&view) {
+            on_link(true);
+            for report in on_view(&view) {
                 api.post::<_, Applied>("/v1/commands", &report)?;
             }
             Ok(view.revision)
@@ -107,6 +126,7 @@ pub fn follow(api: &ApiClient, me: &Identity, register_first: bool, stop: &Arc<A
                 backoff = Duration::from_millis(100);
             }
             Err(e) => {
+                on_link(false);
                 // A manager restarted from an older store may not know us: register again.
                 registered = !register_first && registered;
                 eprintln!("agent {}: {e}; retrying in {backoff:?}", me.hostname);

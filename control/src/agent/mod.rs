@@ -13,9 +13,11 @@
 //! - [`whoami`]: `shoal whoami`, the probe server a task runs by default: it says which
 //!   task and node served a connection (HTTP) or echoes it.
 //!
-//! Composing the dataplane, gossip, DNS and the task runtime into the agent is issue 7.
+//! - [`node`]: `shoal agent` itself: the manager's view, the dataplane, the resolver, gossip
+//!   and the runtime composed into one node.
 
 pub mod follower;
+pub mod node;
 pub mod peers;
 pub mod runtime;
 pub mod services;

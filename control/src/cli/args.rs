@@ -72,17 +72,8 @@ pub enum Top {
         #[arg(long = "default-addr-pool-mask-length", default_value_t = 24)]
         mask_length: u8,
     },
-    /// Joins the cluster as this node (the same as `agent --token`).
-    Join {
-        #[arg(long)]
-        token: String,
-        #[arg(long)]
-        hostname: String,
-        #[arg(long)]
-        addr: Ipv4Addr,
-        #[arg(long = "no-runtime")]
-        no_runtime: bool,
-    },
+    /// Joins the cluster as this node and runs its agent (the same as `agent --token`).
+    Join(super::agent::AgentArgs),
     /// Prints a role's join token (`--rotate`: replaces it first).
     JoinToken {
         #[arg(value_enum)]
@@ -90,24 +81,41 @@ pub enum Top {
         #[arg(long)]
         rotate: bool,
     },
-    /// Runs a node's agent. Only `--no-runtime` exists so far: it follows the manager and
-    /// reports its tasks as running without starting them (the task runtime is to come).
-    Agent {
-        #[arg(long = "no-runtime")]
-        no_runtime: bool,
-        /// Join the cluster with this token (from `shoal join-token worker`); the manager
-        /// gives the node its id and certificate. Without it: a manager run with --insecure.
+    /// Runs a node's agent: `shoal agent --token T --hostname H --addr A`, or asks the
+    /// running one: `shoal agent status`.
+    Agent(super::agent::AgentCmd),
+    /// Attaches a network namespace (a standalone container's) to an attachable network
+    /// through this node's agent: the manager gives the address, the agent the interface,
+    /// the resolver at 127.0.0.11 and the routes.
+    Attach {
         #[arg(long)]
-        token: Option<String>,
-        /// The node id (with --token the manager decides it).
-        #[arg(long, default_value = "")]
-        id: String,
+        network: String,
+        /// The namespace: /run/netns/NAME, /proc/PID/ns/net, ...
         #[arg(long)]
-        hostname: String,
+        netns: std::path::PathBuf,
+        /// The container's id (default: the namespace's file name).
         #[arg(long)]
-        addr: Ipv4Addr,
-        #[arg(long = "label", value_name = "KEY=VALUE")]
-        labels: Vec<String>,
+        container: Option<String>,
+        /// Its name on the network (default: the container id).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        #[arg(long, env = "SHOAL_AGENT_SOCKET", default_value = crate::agent::node::api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+    },
+    /// Detaches a container from a network (`--network`), or from all of its networks.
+    Detach {
+        container: String,
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long, env = "SHOAL_AGENT_SOCKET", default_value = crate::agent::node::api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+    },
+    /// Lists the containers this node's agent attached.
+    Attachments {
+        #[arg(long, env = "SHOAL_AGENT_SOCKET", default_value = crate::agent::node::api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
     },
     /// Runs a standalone gossip member (memberlist's wire protocol: Serf agents are peers).
     /// Prints member and table events, one per line; reads commands on stdin:
@@ -136,6 +144,10 @@ pub enum Top {
     Service(ServiceCmd),
     #[command(subcommand)]
     Stack(StackCmd),
+    /// A whole multi-node cluster on this host, in network namespaces: up, matrix, exec,
+    /// attach, kill, cut, heal, down.
+    #[command(subcommand)]
+    Lab(crate::lab::LabCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,6 +273,20 @@ pub enum ServiceCmd {
     },
     Ps {
         service: String,
+    },
+    /// Prints the output of a service's tasks, each line prefixed with its task and node
+    /// (Docker's `service logs`). Logs stay on the node that ran the task: this reads the
+    /// ones under --state-root on this host (every node of a lab; elsewhere, run it on each
+    /// node) and says where the others are.
+    Logs {
+        service: String,
+        /// Only the last N lines of each task.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// The agents' state folders (`<root>/<hostname>/logs/<task>.log`), as `shoal agent
+        /// --state-dir` defaults them.
+        #[arg(long = "state-root", default_value = "/var/lib/shoal/agent")]
+        state_root: std::path::PathBuf,
     },
     /// Changes a service: its tasks are replaced (a scale alone only adds or stops some).
     Update {

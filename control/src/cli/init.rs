@@ -68,7 +68,7 @@ pub fn init(
         certs_out.display()
     );
     println!(
-        "To add a worker, run on it:\n\n    shoal --manager {advertise}:2377 agent --token {} --hostname HOST --addr ADDR\n",
+        "To add a worker, run on it:\n\n    shoal agent --join {advertise}:2377 --token {} --hostname HOST --addr ADDR\n",
         tokens.worker
     );
     println!("To add a manager: `shoal join-token manager`.");
@@ -93,6 +93,16 @@ fn write_credentials(dir: &Path, ca: &str, cert: &str, key: &str) -> Result<(), 
     std::io::Write::write_all(&mut file, key.as_bytes()).map_err(|e| fail(&key_path, e))
 }
 
+/// A node that joined: its client (with its certificate) and what it must keep to come back
+/// as the same node.
+pub struct Joined {
+    pub api: ApiClient,
+    pub node_id: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// Joins with `token`: a key and CSR made here, the manager trusted only if its CA has the
 /// token's digest; returns a client with the node's certificate and the node id it was given.
 pub fn join(
@@ -101,7 +111,7 @@ pub fn join(
     hostname: &str,
     addr: Ipv4Addr,
     labels: std::collections::BTreeMap<String, String>,
-) -> Result<(ApiClient, String), String> {
+) -> Result<Joined, String> {
     let parsed: Token = token
         .parse()
         .map_err(|e: crate::manager::tokens::TokenError| e.to_string())?;
@@ -119,5 +129,11 @@ pub fn join(
         .map_err(|e| e.to_string())?;
     let config = client_config(&joined.ca_cert_pem, Some((&joined.cert_pem, &key.key_pem)))
         .map_err(|e| e.to_string())?;
-    Ok((ApiClient::with_tls(manager, config), joined.node_id))
+    Ok(Joined {
+        api: ApiClient::with_tls(manager, config),
+        node_id: joined.node_id,
+        ca_pem: joined.ca_cert_pem,
+        cert_pem: joined.cert_pem,
+        key_pem: key.key_pem,
+    })
 }

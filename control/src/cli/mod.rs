@@ -5,12 +5,13 @@
 //! - [`specs`]: flag values into specs (`--publish`, `--network`, `KEY=VALUE`);
 //! - [`render`]: Docker-like tables.
 
+pub(crate) mod agent;
 mod args;
 mod gossip;
 mod init;
 mod network;
 mod node;
-mod render;
+pub(crate) mod render;
 mod service;
 mod specs;
 mod stack;
@@ -21,11 +22,8 @@ use clap::Parser;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::agent::follower::{Identity, follow};
 use crate::manager::api::join::Tokens;
 use crate::manager::api::{ApiClient, PlainListener, ServeOptions, TlsListener, serve};
 use crate::manager::ipam::PoolConfig;
@@ -36,6 +34,16 @@ use args::{Cli, Format, RoleArg, Top};
 /// Runs the command line; the error, if any, is printed for the user.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    log_to_stderr(&cli.command);
+    if let Top::Lab(cmd) = cli.command {
+        return match crate::lab::run(cmd, cli.format == Format::Json) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(message) => {
+                eprintln!("Error: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -45,6 +53,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Log lines on stderr: `SHOAL_LOG` (tracing's filter syntax) decides; by default the
+/// daemons (agent, manager) say what they do (info), the commands only what went wrong.
+fn log_to_stderr(command: &Top) {
+    let daemon = matches!(command, Top::Agent(_) | Top::Join(_) | Top::Manager { .. });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     // The commands that need no manager run before its client is built, so that a missing
     // credentials folder (SHOAL_CERTS) does not stop them.
@@ -52,6 +73,39 @@ fn run(cli: Cli) -> Result<(), String> {
         Top::Gossip(member) => return gossip::gossip(&member),
         Top::Whoami { ports, name, node } => {
             return crate::agent::whoami::run(crate::agent::whoami::Config::new(ports, name, node));
+        }
+        Top::Agent(agent::AgentCmd {
+            action: Some(agent::AgentAction::Status { socket }),
+            ..
+        }) => return agent::status(&socket, cli.format == Format::Json),
+        // The node's agent, not the manager, answers these.
+        Top::Attach {
+            network,
+            netns,
+            container,
+            name,
+            ifname,
+            socket,
+        } => {
+            let container = container
+                .or_else(|| netns.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .ok_or("give --container ID: the namespace path names none")?;
+            let request = crate::agent::node::api::AttachRequest {
+                container,
+                name,
+                network,
+                netns,
+                ifname: Some(ifname),
+            };
+            return agent::attach(&socket, &request, cli.format == Format::Json);
+        }
+        Top::Detach {
+            container,
+            network,
+            socket,
+        } => return agent::detach(&socket, &container, network.as_deref()),
+        Top::Attachments { socket } => {
+            return agent::attachments(&socket, cli.format == Format::Json);
         }
         other => other,
     };
@@ -100,28 +154,11 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             init::init(&state, advertise, &certs_out, config)
         }
-        Top::Join {
-            token,
-            hostname,
-            addr,
-            no_runtime,
-        } => {
-            if !no_runtime {
-                return Err("the task runtime is not built yet: run `shoal join --no-runtime ...`, which follows the manager and reports tasks as running without starting them".into());
+        Top::Join(args) => {
+            if args.token.is_none() {
+                return Err("shoal join needs --token TOKEN (from `shoal join-token worker`)".into());
             }
-            let (api, id) = init::join(cli.manager, &token, &hostname, addr, Default::default())?;
-            let me = Identity {
-                id,
-                hostname,
-                addr,
-                labels: Default::default(),
-            };
-            println!(
-                "shoal agent {} ({}) following the manager at {}",
-                me.hostname, me.id, cli.manager
-            );
-            follow(&api, &me, false, &Arc::new(AtomicBool::new(false)));
-            Ok(())
+            agent::agent(cli.manager, api, args)
         }
         Top::JoinToken { role, rotate } => {
             let role = match role {
@@ -140,63 +177,25 @@ fn run(cli: Cli) -> Result<(), String> {
                 tokens.manager
             };
             println!(
-                "To add a {role} to this cluster, run:\n\n    shoal --manager {} agent --token {token} --hostname HOST --addr ADDR\n",
+                "To add a {role} to this cluster, run:\n\n    shoal agent --join {} --token {token} --hostname HOST --addr ADDR\n",
                 cli.manager
             );
             Ok(())
         }
-        Top::Agent {
-            no_runtime,
-            token,
-            id,
-            hostname,
-            addr,
-            labels,
-        } => {
-            if !no_runtime {
-                return Err("the task runtime is not built yet: run `shoal agent --no-runtime ...`, which follows the manager and reports tasks as running without starting them".into());
-            }
-            let labels = specs::pairs("--label", &labels)?;
-            let (api, me, joined) =
-                match token {
-                    Some(token) => {
-                        let (api, id) =
-                            init::join(cli.manager, &token, &hostname, addr, labels.clone())?;
-                        (
-                            api,
-                            Identity {
-                                id,
-                                hostname,
-                                addr,
-                                labels,
-                            },
-                            true,
-                        )
-                    }
-                    None if id.is_empty() => return Err(
-                        "give --token TOKEN to join, or --id ID for a manager run with --insecure"
-                            .into(),
-                    ),
-                    None => (
-                        api,
-                        Identity {
-                            id,
-                            hostname,
-                            addr,
-                            labels,
-                        },
-                        false,
-                    ),
-                };
-            println!(
-                "shoal agent {} ({}) following the manager at {}",
-                me.hostname, me.id, cli.manager
-            );
-            follow(&api, &me, !joined, &Arc::new(AtomicBool::new(false)));
-            Ok(())
+        Top::Agent(agent::AgentCmd { run: Some(args), .. }) => {
+            agent::agent(cli.manager, api, args)
+        }
+        Top::Agent(agent::AgentCmd { action: None, run: None }) => {
+            Err("shoal agent needs --hostname and --addr (and --token to join), or a command: `shoal agent status`".into())
         }
         // Run above, before the client.
-        Top::Gossip(_) | Top::Whoami { .. } => Ok(()),
+        Top::Gossip(_)
+        | Top::Whoami { .. }
+        | Top::Agent(_)
+        | Top::Attach { .. }
+        | Top::Detach { .. }
+        | Top::Attachments { .. }
+        | Top::Lab(_) => Ok(()),
         Top::Node(cmd) => node::node(&api, &out, cmd),
         Top::Network(cmd) => network::network(&api, &out, cmd),
         Top::Service(cmd) => service::service(&api, &out, cmd),
@@ -259,12 +258,19 @@ fn run_manager(
 }
 
 /// Prints either the JSON of a value or its human rendering.
-pub(super) struct Out {
-    pub(super) format: Format,
+pub(crate) struct Out {
+    pub(crate) format: Format,
 }
 
 impl Out {
-    pub(super) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
+    /// JSON for programs (`--format json`), tables for people.
+    pub(crate) fn new(json: bool) -> Out {
+        Out {
+            format: if json { Format::Json } else { Format::Table },
+        }
+    }
+
+    pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
         match self.format {
             Format::Json => println!(
                 "{}",
@@ -276,7 +282,7 @@ impl Out {
 }
 
 /// The API client: TLS with the CLI's credentials when --certs names them, plain otherwise.
-fn client(
+pub(crate) fn client(
     manager: std::net::SocketAddr,
     certs: Option<&std::path::Path>,
 ) -> Result<ApiClient, String> {
@@ -306,7 +312,7 @@ pub(super) fn fetch<T: DeserializeOwned>(api: &ApiClient, path: &str) -> Result<
 }
 
 /// A model enum as its lower-case serde name (what users type back).
-pub(super) fn lower<T: Serialize>(value: &T) -> String {
+pub(crate) fn lower<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -198,6 +198,11 @@ pub(super) fn service(api: &ApiClient, out: &Out, cmd: ServiceCmd) -> Result<(),
                 serde_json::to_string_pretty(&shown).unwrap_or_default()
             );
         }
+        ServiceCmd::Logs {
+            service,
+            tail,
+            state_root,
+        } => logs(api, &service, tail, &state_root)?,
         ServiceCmd::Ps { service } => {
             let state: State = fetch(api, "/v1/state")?;
             let s = state.service(&service).map_err(|e| e.to_string())?;
@@ -304,4 +309,51 @@ pub(super) fn converge(api: &ApiClient, service: &str) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `service logs`: every task's log found under `state_root`, oldest task first.
+fn logs(
+    api: &ApiClient,
+    service: &str,
+    tail: Option<usize>,
+    state_root: &std::path::Path,
+) -> Result<(), String> {
+    let state: State = fetch(api, "/v1/state")?;
+    let s = state.service(service).map_err(|e| e.to_string())?;
+    let mut elsewhere = Vec::new();
+    for t in state.tasks_of(&s.id) {
+        let node = t
+            .node
+            .as_ref()
+            .and_then(|n| state.nodes.get(n))
+            .map_or("", |n| n.hostname.as_str());
+        let name = t.name(&s.spec.name);
+        let path = state_root
+            .join(node)
+            .join("logs")
+            .join(format!("{}.log", t.id));
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<&str> = text.lines().collect();
+                let from = tail.map_or(0, |n| lines.len().saturating_sub(n));
+                for line in &lines[from..] {
+                    println!("{name}@{node}    | {line}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !node.is_empty() && t.observed != TaskState::Pending {
+                    elsewhere.push(format!("{name} on {node}"));
+                }
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    if !elsewhere.is_empty() {
+        eprintln!(
+            "not on this host (logs stay on their node: run `shoal service logs {service}` there): {}",
+            elsewhere.join(", ")
+        );
+    }
+    Ok(())
 }

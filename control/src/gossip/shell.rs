@@ -58,7 +58,9 @@ struct Inner {
     watchers: Mutex<Vec<mpsc::Sender<Watched>>>,
     /// Input refused by the wire decoder, by reason (`WireError::kind`), UDP and TCP alike.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
-    keyring: Option<Keyring>,
+    /// Replaced whole by [`GossipNode::set_keyring`] (a rotation); each packet takes the
+    /// current one.
+    keyring: std::sync::RwLock<Option<Arc<Keyring>>>,
     clock: std::time::Instant,
 }
 
@@ -175,8 +177,15 @@ impl Inner {
         lock(&self.watchers).retain(|w| w.send(what.clone()).is_ok());
     }
 
+    fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn seal(&self, body: Vec<u8>, stream: bool) -> Result<Vec<u8>, WireError> {
-        let Some(ring) = &self.keyring else {
+        let Some(ring) = self.keyring() else {
             return Ok(body);
         };
         let nonce = nonce().ok_or(WireError::Incomplete)?;
@@ -215,7 +224,7 @@ impl GossipNode {
             events: Mutex::new(Vec::new()),
             watchers: Mutex::new(Vec::new()),
             rejected: Mutex::new(BTreeMap::new()),
-            keyring: config.keyring,
+            keyring: std::sync::RwLock::new(config.keyring.map(Arc::new)),
             clock: std::time::Instant::now(),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -247,6 +256,17 @@ impl GossipNode {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// Replaces the keyring (a gossip key rotation: the new key accepted first, then made
+    /// the primary, the old one dropped last — the order the manager gives). Members keep
+    /// talking throughout as long as every step is installed everywhere before the next.
+    pub fn set_keyring(&self, keyring: Keyring) {
+        *self
+            .inner
+            .keyring
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keyring));
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -385,7 +405,7 @@ async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener) {
         tokio::select! {
             received = udp.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
-                let packet = match decode_packet(&buf[..len], inner.keyring.as_ref()) {
+                let packet = match decode_packet(&buf[..len], inner.keyring().as_deref()) {
                     Ok(packet) => packet,
                     Err(e) => {
                         inner.reject(&e);
@@ -429,7 +449,7 @@ async fn read_message(inner: &Inner, stream: &mut TcpStream) -> io::Result<Strea
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        match decode_stream(&buf, inner.keyring.as_ref()) {
+        match decode_stream(&buf, inner.keyring().as_deref()) {
             Ok((frame, _)) => return Ok(frame.message),
             Err(WireError::Incomplete) => {}
             Err(e) => {

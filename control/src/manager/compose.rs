@@ -51,6 +51,19 @@ impl fmt::Display for ComposeError {
     }
 }
 
+/// One `expose` entry: a TCP port (UDP ones are refused: nothing would probe them).
+fn expose_port(value: &Scalar) -> Result<u16, String> {
+    let text = match value {
+        Scalar::Int(n) => n.to_string(),
+        Scalar::Text(t) => t.strip_suffix("/tcp").unwrap_or(t).to_owned(),
+        Scalar::Bool(b) => b.to_string(),
+    };
+    text.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{text:?}: write a TCP port, like \"5432\" or 5432"))
+}
+
 // ---- the file as written ------------------------------------------------------------------
 
 // Keys accepted but not acted on are fields too, so deny_unknown_fields lets them
@@ -183,6 +196,9 @@ struct RawService {
     networks: Option<RawServiceNetworks>,
     #[serde(default)]
     ports: Vec<Spanned<RawPort>>,
+    /// `"5432"`, `5432` or `"5432/tcp"`.
+    #[serde(default)]
+    expose: Vec<Scalar>,
     #[serde(default)]
     deploy: Option<RawDeploy>,
     #[serde(default)]
@@ -349,6 +365,12 @@ pub fn parse(file: &str, stack: &str, text: &str) -> Result<Stack, ComposeError>
             Some(StringOrList::One(line)) => vec!["sh".into(), "-c".into(), line.clone()],
             Some(StringOrList::Many(argv)) => argv.clone(),
         };
+        spec.expose = s
+            .expose
+            .iter()
+            .map(expose_port)
+            .collect::<Result<_, _>>()
+            .map_err(|m| err(at, format!("{field}.expose"), m))?;
         spec.env = environment(s.environment.as_ref())
             .map_err(|m| err(at, format!("{field}.environment"), m))?;
         // Every service answers to its short name on its networks, as in `docker stack deploy`.
@@ -722,6 +744,17 @@ services:
     image: example/echo
     ports: ['8000:8000']
 "#;
+
+    #[test]
+    fn expose_takes_tcp_ports_in_every_spelling_and_names_a_bad_one() {
+        let file = "services:\n  db:\n    expose: ['5432', 8080, '9000/tcp']\n";
+        let stack = parse("x.yml", "x", file).unwrap();
+        assert_eq!(stack.services[0].expose, vec![5432, 8080, 9000]);
+        let bad = "services:\n  db:\n    expose: ['53/udp']\n";
+        let e = parse("x.yml", "x", bad).unwrap_err();
+        assert_eq!(e.field, "services.db.expose");
+        assert!(e.message.contains("53/udp"), "{e}");
+    }
 
     #[test]
     fn the_seed_stack_deploys_with_its_networks_services_and_vips() {

@@ -206,6 +206,10 @@ pub struct ServiceSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// TCP ports the tasks listen on without publishing them (compose `expose`): the probe
+    /// server listens there too, and `lab matrix` tries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

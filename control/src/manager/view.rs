@@ -29,6 +29,9 @@ pub struct NetworkView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {
     pub task: String,
+    /// The service's id.
+    #[serde(default)]
+    pub service: String,
     pub name: String,
     pub node: String,
     /// The node's underlay address (where its overlay traffic goes).
@@ -58,6 +61,14 @@ pub struct NodeView {
     pub services: Vec<ServiceView>,
     /// The cluster's gossip keyring.
     pub gossip_keys: KeySet,
+    /// Every other node's underlay address: where its gossip and overlay sockets are (the
+    /// gossip seeds; a node the manager holds down is listed too, gossip decides).
+    #[serde(default)]
+    pub peers: BTreeMap<String, Ipv4Addr>,
+    /// This node's address on the ingress network: its ingress sandbox, where the routing
+    /// mesh relays published ports from.
+    #[serde(default)]
+    pub ingress_ip: Option<Ipv4Addr>,
 }
 
 impl State {
@@ -121,6 +132,7 @@ impl State {
             let node = t.node.clone().unwrap_or_default();
             EndpointView {
                 task: t.id.clone(),
+                service: t.service.clone(),
                 name: t.name(service_name),
                 node_addr: self
                     .nodes
@@ -144,7 +156,10 @@ impl State {
             .filter(|s| {
                 s.vips.keys().any(|n| attached.contains(n))
                     || self.tasks.values().any(|t| {
-                        t.service == s.id && t.addresses.keys().any(|n| attached.contains(n))
+                        t.service == s.id
+                            && (t.addresses.keys().any(|n| attached.contains(n))
+                                // The node runs it: it needs the spec (command, health, ...).
+                                || t.node.as_deref() == Some(node))
                     })
             })
             .map(|s| ServiceView {
@@ -173,6 +188,13 @@ impl State {
             tasks,
             services,
             gossip_keys: self.gossip_keys.clone(),
+            ingress_ip: self.nodes.get(node).and_then(|n| n.ingress_ip),
+            peers: self
+                .nodes
+                .values()
+                .filter(|n| n.id != node)
+                .map(|n| (n.id.clone(), n.addr))
+                .collect(),
         }
     }
 }

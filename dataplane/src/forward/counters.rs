@@ -147,11 +147,37 @@ pub struct Counters {
     /// Packets a VIP answered itself (resets, port unreachables, echo replies).
     pub vip_answers: u64,
     drops: [u64; DropReason::ALL.len()],
+    /// Overlay traffic per network: frames and bytes sent to other nodes and received from
+    /// them (one lookup in a small map per frame; an entry appears with a network's first).
+    pub networks: std::collections::BTreeMap<crate::types::Vni, NetworkTraffic>,
+}
+
+/// One network's overlay traffic (inner frames, Ethernet header included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkTraffic {
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    pub frames_in: u64,
+    pub bytes_in: u64,
 }
 
 impl Counters {
     pub(crate) fn count_drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+
+    /// A frame of `bytes` sent to another node on `vni`.
+    pub(crate) fn count_out(&mut self, vni: crate::types::Vni, bytes: usize) {
+        let t = self.networks.entry(vni).or_default();
+        t.frames_out += 1;
+        t.bytes_out += bytes as u64;
+    }
+
+    /// A frame of `bytes` received from another node on `vni`.
+    pub(crate) fn count_in(&mut self, vni: crate::types::Vni, bytes: usize) {
+        let t = self.networks.entry(vni).or_default();
+        t.frames_in += 1;
+        t.bytes_in += bytes as u64;
     }
 
     /// How many frames were dropped for `reason`.

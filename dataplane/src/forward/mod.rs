@@ -16,7 +16,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-pub use counters::{Counters, DropReason};
+pub use counters::{Counters, DropReason, NetworkTraffic};
 pub use tables::{
     LocalEndpoint, Network, NetworkKeyBytes, RemoteEndpoint, Tables, Update, UpdateError,
 };
@@ -376,9 +376,11 @@ impl Forwarder {
             }
             Owner::Remote(remote) => {
                 set_dst_mac(buf, frame, remote.mac);
+                let (vni, bytes) = (net.vni, frame.len());
                 match encapsulate(net, buf, frame) {
                     Ok(datagram) => {
                         self.counters.encapsulated += 1;
+                        self.counters.count_out(vni, bytes);
                         Verdict::ToWire {
                             dest: remote.node,
                             datagram,
@@ -508,6 +510,7 @@ impl Forwarder {
             self.counters.mss_clamped += 1;
         }
         self.counters.decapsulated += 1;
+        self.counters.count_in(vni, frame.len());
         ControlFlow::Break(Verdict::ToEndpoint {
             endpoint: id,
             frame,

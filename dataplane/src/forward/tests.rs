@@ -272,6 +272,44 @@ fn a_plain_frame_crosses_to_the_other_node_as_rfc7348_vxlan() {
         (a.counters().encapsulated, b.counters().decapsulated),
         (1, 1)
     );
+    // Per network: one frame of its length out of a, into b.
+    let out = a.counters().networks[&vni(PLAIN)];
+    let inn = b.counters().networks[&vni(PLAIN)];
+    assert_eq!((out.frames_out, out.bytes_out), (1, frame.len() as u64));
+    assert_eq!((inn.frames_in, inn.bytes_in), (1, frame.len() as u64));
+}
+
+#[test]
+fn overlay_traffic_is_counted_per_network_inner_frames_only_and_never_for_drops() {
+    let (mut a, mut b) = pair();
+    let plain = udp_frame("10.10.0.2", "10.10.0.4", b"plain");
+    let sealed = udp_frame("10.20.0.2", "10.20.0.3", b"sealed, a little longer");
+    for _ in 0..2 {
+        let (v, buf) = send(&mut a, 1, &plain);
+        assert_to_endpoint(&deliver(&mut b, node_addr(1), &bytes_of(&buf, &v)).0, 1);
+    }
+    let (v, buf) = send(&mut a, 3, &sealed);
+    let datagram = bytes_of(&buf, &v);
+    assert_to_endpoint(&deliver(&mut b, node_addr(1), &datagram).0, 2);
+    // Not overlay traffic or not delivered: a local delivery, a replay, a spoofed frame.
+    let _ = send(&mut a, 1, &udp_frame("10.10.0.2", "10.10.0.3", b"local"));
+    assert_eq!(
+        deliver(&mut b, node_addr(1), &datagram).0,
+        Verdict::Drop(DropReason::Replayed)
+    );
+    let _ = send(&mut a, 1, &udp_frame("10.10.0.9", "10.10.0.4", b"spoofed"));
+
+    let traffic = |f: &Forwarder, raw| f.counters().networks[&vni(raw)];
+    let (plain_len, sealed_len) = (plain.len() as u64, sealed.len() as u64);
+    let out = (traffic(&a, PLAIN), traffic(&a, SEALED));
+    assert_eq!((out.0.frames_out, out.0.bytes_out), (2, 2 * plain_len));
+    // The inner frame's length, not the sealed datagram's.
+    assert_eq!((out.1.frames_out, out.1.bytes_out), (1, sealed_len));
+    assert_eq!((out.0.frames_in, out.1.frames_in), (0, 0));
+    let inn = (traffic(&b, PLAIN), traffic(&b, SEALED));
+    assert_eq!((inn.0.frames_in, inn.0.bytes_in), (2, 2 * plain_len));
+    assert_eq!((inn.1.frames_in, inn.1.bytes_in), (1, sealed_len));
+    assert_eq!((inn.0.frames_out, inn.1.frames_out), (0, 0));
 }
 
 #[test]

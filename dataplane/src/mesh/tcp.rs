@@ -21,6 +21,13 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         None,
     )?;
     socket.set_reuse_address(true)?;
+    // Tasks reach a published port on any node's address through their node's egress bridge,
+    // where those addresses are local only for them (shell::gwbridge): answering from an
+    // address no interface holds takes a transparent socket. Without CAP_NET_ADMIN it is
+    // refused, and only the node's own address serves them.
+    if addr.is_ipv4() {
+        let _ = socket.set_ip_transparent_v4(true);
+    }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;

@@ -11,6 +11,7 @@
 //! - [`netlink`]: small rtnetlink helpers the others share.
 
 mod egress;
+pub mod gwbridge;
 pub mod link;
 pub mod netlink;
 pub mod netns;

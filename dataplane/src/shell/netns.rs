@@ -149,6 +149,74 @@ where
     }
 }
 
+/// Where named namespaces live, as `ip netns` keeps them.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// Creates a new network namespace named `name` (`/run/netns/<name>`, as `ip netns add`
+/// makes one, so `ip netns exec` works on it) with its loopback up: 127.0.0.11, the
+/// resolver's address, lives on it. Fails if the name is taken. Undone by [`delete_named`].
+pub fn create_named(name: &str) -> io::Result<NetnsRef> {
+    if name.is_empty() || name.contains('/') || name.len() > 200 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("netns name {name:?}: not a file name"),
+        ));
+    }
+    std::fs::create_dir_all(NETNS_RUN_DIR)?;
+    let ns = NetnsRef::named(name);
+    let path = ns.path();
+    // The mount point: created exclusively, so two creators of one name cannot both win.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("create netns {name}: {e}")))?;
+    let target = path.clone();
+    let made = run_on_thread(move || {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| io::Error::other(format!("unshare(CLONE_NEWNET): {e}")))?;
+        // This thread's namespace outlives it through the bind mount.
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| io::Error::other(format!("bind-mount netns at {}: {e}", target.display())))
+    })
+    .and_then(|()| {
+        netlink_in(&ns, |handle| async move {
+            super::netlink::set_up_by_name(&handle, "lo").await
+        })
+    });
+    match made {
+        Ok(()) => Ok(ns),
+        Err(e) => {
+            let _ = delete_named(name);
+            Err(e)
+        }
+    }
+}
+
+/// Removes the namespace named `name` (lazy unmount: it lives on while a process or a
+/// socket still holds it, as with `ip netns del`). A missing one is not an error.
+pub fn delete_named(name: &str) -> io::Result<()> {
+    let path = NetnsRef::named(name).path();
+    if !path.exists() {
+        return Ok(());
+    }
+    // EINVAL: not mounted (a half-created one); the file goes all the same.
+    match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(io::Error::other(format!("unmount {}: {e}", path.display()))),
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

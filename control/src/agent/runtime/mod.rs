@@ -143,7 +143,7 @@ impl Runtime {
     /// Starts a task. A task with the same id that ended is replaced (a restart); one that
     /// runs is an error. On error nothing is left behind: no files, no process (a log file
     /// this call created is removed too).
-    pub fn start(&self, spec: TaskSpec) -> Result<RunningTask, RuntimeError> {
+    pub fn start(&self, mut spec: TaskSpec) -> Result<RunningTask, RuntimeError> {
         spec.validate()?;
         let task = spec.label();
         if lock(&self.tasks)
@@ -160,6 +160,12 @@ impl Runtime {
             });
         }
         let dir = self.state_dir.join(&spec.id);
+        // A folder of the task's own, removed with it: scratch space (a database's data, a
+        // socket) that leaves nothing behind when the task goes.
+        spec.env.insert(
+            "SHOAL_TASK_DIR".to_owned(),
+            dir.join("scratch").display().to_string(),
+        );
         let etc = files::write(&dir, &spec).map_err(|(path, source)| {
             let _ = std::fs::remove_dir_all(&dir);
             RuntimeError::Files {
@@ -168,6 +174,14 @@ impl Runtime {
                 source,
             }
         })?;
+        if let Err(source) = std::fs::create_dir_all(dir.join("scratch")) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(RuntimeError::Files {
+                task,
+                path: dir.join("scratch"),
+                source,
+            });
+        }
         // Only what the host has can be covered (some hosts have no /etc/hostname).
         let etc: Vec<_> = etc
             .into_iter()

@@ -71,6 +71,8 @@ struct ChildSetup {
     mounts: Vec<(CString, CString)>,
     hostname: Vec<u8>,
     report: OwnedFd,
+    /// No signal blocked: the task's mask.
+    unblocked: nix::sys::signal::SigSet,
 }
 
 impl ChildSetup {
@@ -109,6 +111,16 @@ impl ChildSetup {
         let rc =
             unsafe { nix::libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()) };
         Errno::result(rc).map_err(errno)?;
+        // The agent blocks SIGTERM and SIGINT in its threads to wait for them; a blocked
+        // mask survives exec, and a task that cannot get SIGTERM would only ever be killed.
+        // The empty set is built before the fork's copy of memory; sigprocmask is
+        // async-signal-safe.
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&self.unblocked),
+            None,
+        )
+        .map_err(errno)?;
         self.step(Step::Exec);
         Ok(())
     }
@@ -163,6 +175,7 @@ pub(super) fn spawn(
         mounts,
         hostname: spec.hostname.as_bytes().to_vec(),
         report: report_write,
+        unblocked: nix::sys::signal::SigSet::empty(),
     };
     let mut command = Command::new(&spec.command[0]);
     command

@@ -9,8 +9,10 @@
 //! - suspicion (Lifeguard): the timeout starts at `max` and shrinks toward `min` as independent
 //!   members confirm it (`timeout(c) = max(min, max − (max − min)·log(c+1)/log(k+1))`); a member
 //!   refutes it by raising its incarnation;
-//! - local health (Lifeguard): missed acks raise an awareness score that stretches this node's
-//!   probe interval and timeout, so a slow node does not accuse healthy ones;
+//! - local health (Lifeguard): missed acks raise an awareness score that stretches how long a
+//!   failing probe waits for indirect acks before it suspects (and so, as in memberlist, holds
+//!   back the next probe until then), so a slow node does not accuse healthy ones; probes that
+//!   succeed keep the base interval, and the direct probe timeout is never stretched;
 //! - dissemination: alive/suspect/dead news (and the layer above's user broadcasts) is
 //!   piggybacked on every packet and gossiped every `gossip_interval` to `gossip_nodes` random
 //!   members (and to members dead for less than `gossip_to_dead`), each item sent
@@ -172,6 +174,8 @@ pub struct Membership {
     members: BTreeMap<String, Member>,
     order: Vec<String>,
     next_in_order: usize,
+    /// The next tick of the probe ticker: a fixed interval from a random phase (memberlist's
+    /// `triggerFunc` stagger), so nodes started together do not probe in step.
     next_probe: Timestamp,
     seq: u32,
     probes: BTreeMap<u32, Probe>,
@@ -185,6 +189,12 @@ pub struct Membership {
     next_reconnect: Timestamp,
     /// When each dead (not left) member was declared dead.
     dead_since: BTreeMap<String, Timestamp>,
+    /// Members alive or suspected (this one not counted), kept as states change: every
+    /// packet's retransmit limit needs it, and counting a large cluster each time is not free.
+    live: usize,
+    /// Every member's name in the order it joined (members are never removed): random
+    /// access for drawing gossip targets.
+    names: Vec<String>,
 }
 
 /// A compound packet's header (type and count) before its parts.
@@ -203,6 +213,18 @@ fn push_pull_interval(base: Duration, n: usize) -> Duration {
     }
     let factor = ((n as f64).log2() - 32f64.log2()).ceil() as u32 + 1;
     base * factor
+}
+
+/// The first tick after `now` of a ticker that ticked at `last` every `interval`.
+fn next_tick(last: Timestamp, interval: Duration, now: Timestamp) -> Timestamp {
+    let interval = u64::try_from(interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let missed = now.saturating_sub_nanos(last) / interval;
+    Timestamp(
+        last.0
+            .saturating_add(missed.saturating_add(1).saturating_mul(interval)),
+    )
 }
 
 pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
@@ -238,7 +260,11 @@ impl Membership {
             next_push_pull: add(Timestamp(0), config.push_pull_interval),
             next_reconnect: add(Timestamp(0), config.reconnect_interval),
             dead_since: BTreeMap::new(),
+            live: 0,
+            names: Vec::new(),
         };
+        let interval = u64::try_from(config.probe_interval.as_nanos()).unwrap_or(u64::MAX);
+        m.next_probe = Timestamp(m.next_random() % interval.max(1));
         m.broadcast_alive_self();
         m
     }
@@ -278,11 +304,7 @@ impl Membership {
     /// Members (this one included) that are alive or suspected: the cluster's size as
     /// Lifeguard counts it.
     pub fn live_count(&self) -> usize {
-        1 + self
-            .members
-            .values()
-            .filter(|m| matches!(m.state, NodeState::Alive | NodeState::Suspect))
-            .count()
+        1 + self.live
     }
 
     /// This node's view for a push/pull exchange (itself included).
@@ -377,7 +399,8 @@ impl Membership {
         self.seq
     }
 
-    /// The probe interval and timeout stretched by local health.
+    /// How long a probe waits for any ack before it suspects: the probe interval stretched by
+    /// local health (memberlist's `awareness.ScaleTimeout(ProbeInterval)`).
     fn scaled(&self, d: Duration) -> Duration {
         d * (self.awareness + 1)
     }
@@ -438,8 +461,12 @@ impl Membership {
         self.expire_probes(now, &mut out);
         self.expire_relays(now, &mut out);
         self.expire_suspicions(now, &mut out);
-        if now >= self.next_probe {
-            self.next_probe = add(now, self.scaled(self.config.probe_interval));
+        // memberlist runs `probeNode` synchronously on a ticker that drops the ticks it misses:
+        // a probe still waiting (a failing one, for a stretched interval) holds the next back
+        // until it concludes, which then starts at once; probes that are answered keep the
+        // base interval whatever the local health.
+        if now >= self.next_probe && self.probes.is_empty() {
+            self.next_probe = next_tick(self.next_probe, self.config.probe_interval, now);
             self.probe_next(now, &mut out);
         }
         if now >= self.next_gossip {
@@ -475,8 +502,11 @@ impl Membership {
         let relays = self.relays.values().map(|r| r.deadline);
         let suspicions = self.suspicions.values().map(Suspicion::deadline);
         let gossip = (!self.broadcasts.is_empty()).then_some(self.next_gossip);
-        [self.next_probe, self.next_push_pull, self.next_reconnect]
+        // While a probe runs, its own deadlines (above) are the probe's wake-ups.
+        let probe = self.probes.is_empty().then_some(self.next_probe);
+        [self.next_push_pull, self.next_reconnect]
             .into_iter()
+            .chain(probe)
             .chain(gossip)
             .chain(probes)
             .chain(relays)
@@ -515,27 +545,7 @@ impl Membership {
         if self.broadcasts.is_empty() {
             return;
         }
-        let to_the_dead = self.config.gossip_to_dead;
-        let mut targets: Vec<SocketAddr> = self
-            .members
-            .values()
-            .filter(|m| match m.state {
-                NodeState::Alive | NodeState::Suspect => true,
-                NodeState::Dead => self.dead_since.get(&m.name).is_some_and(|at| {
-                    Duration::from_nanos(now.saturating_sub_nanos(*at)) < to_the_dead
-                }),
-                NodeState::Left => false,
-            })
-            .map(|m| m.addr)
-            .collect();
-        // The first `gossip_nodes` of a Fisher–Yates shuffle: a uniform choice without
-        // shuffling every member.
-        let k = self.config.gossip_nodes.min(targets.len());
-        for i in 0..k {
-            let j = i + (self.next_random() % (targets.len() - i) as u64) as usize;
-            targets.swap(i, j);
-        }
-        targets.truncate(k);
+        let targets = self.gossip_targets(now);
         let limit = self.retransmit_limit();
         for to in targets {
             let messages = self.broadcasts.take(
@@ -550,6 +560,55 @@ impl Membership {
         }
     }
 
+    /// Whether `m` gets gossip: live, or dead for less than `gossip_to_dead`.
+    fn gets_gossip(&self, m: &Member, now: Timestamp) -> bool {
+        match m.state {
+            NodeState::Alive | NodeState::Suspect => true,
+            NodeState::Dead => self.dead_since.get(&m.name).is_some_and(|at| {
+                Duration::from_nanos(now.saturating_sub_nanos(*at)) < self.config.gossip_to_dead
+            }),
+            NodeState::Left => false,
+        }
+    }
+
+    /// `gossip_nodes` distinct random members that get gossip. Drawn at random, at most
+    /// 3·n draws, like memberlist's `kRandomNodes`: listing a large cluster for every round
+    /// was most of its gossip cost. If the draws find too few (a small or mostly dead
+    /// cluster), all of them are listed and the first of a Fisher–Yates shuffle taken.
+    fn gossip_targets(&mut self, now: Timestamp) -> Vec<SocketAddr> {
+        let k = self.config.gossip_nodes;
+        let n = self.names.len();
+        let mut targets: Vec<SocketAddr> = Vec::with_capacity(k);
+        for _ in 0..3 * n {
+            if targets.len() == k {
+                return targets;
+            }
+            let i = (self.next_random() % n as u64) as usize;
+            if let Some(m) = self.members.get(&self.names[i])
+                && self.gets_gossip(m, now)
+                && !targets.contains(&m.addr)
+            {
+                targets.push(m.addr);
+            }
+        }
+        if targets.len() == k {
+            return targets;
+        }
+        let mut targets: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| self.gets_gossip(m, now))
+            .map(|m| m.addr)
+            .collect();
+        let k = k.min(targets.len());
+        for i in 0..k {
+            let j = i + (self.next_random() % (targets.len() - i) as u64) as usize;
+            targets.swap(i, j);
+        }
+        targets.truncate(k);
+        targets
+    }
+
     fn probe_next(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         let Some(target) = self.next_target() else {
             return;
@@ -560,7 +619,10 @@ impl Membership {
         let seq = self.next_seq();
         let probe = Probe {
             target: target.clone(),
-            direct_deadline: add(now, self.scaled(self.config.probe_timeout)),
+            // Not stretched by local health, as in memberlist: waiting longer for a UDP ack
+            // that was lost does not bring it; the indirect probes (and their nacks) get the
+            // stretched time instead.
+            direct_deadline: add(now, self.config.probe_timeout),
             deadline: add(now, self.scaled(self.config.probe_interval)),
             indirect_sent: 0,
             nacks: 0,
@@ -818,6 +880,8 @@ impl Membership {
                         state: NodeState::Alive,
                     },
                 );
+                self.live += 1;
+                self.names.push(name.clone());
                 out.push(Output::Event(Event::Joined(name.clone())));
             }
             Some(m) => {
@@ -834,6 +898,9 @@ impl Membership {
                 m.addr = addr;
                 m.meta = alive.meta.clone();
                 m.state = NodeState::Alive;
+                if matches!(was, NodeState::Dead | NodeState::Left) {
+                    self.live += 1;
+                }
                 self.suspicions.remove(&name);
                 self.dead_since.remove(&name);
                 if was != NodeState::Alive {
@@ -907,6 +974,8 @@ impl Membership {
             NodeState::Dead
         };
         m.incarnation = d.incarnation;
+        // It was alive or suspected (the dead and the left returned above).
+        self.live -= 1;
         self.suspicions.remove(&d.node);
         if !left {
             self.dead_since.insert(d.node.clone(), now);

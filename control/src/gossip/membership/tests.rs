@@ -269,3 +269,137 @@ fn suspicion_timeouts_shrink_with_confirmations() {
     assert_eq!(first, Duration::from_secs(48));
     assert_eq!(third, Duration::from_secs(8));
 }
+
+/// A node that knows `others` members alive (merged as from a push/pull), at time 0.
+fn lone(others: usize, seed: u64) -> Membership {
+    let mut m = Membership::new(Config::default(), "node0", addr(0), Vec::new(), seed);
+    let states = (1..=others)
+        .map(|i| PushNodeState {
+            name: format!("node{i}"),
+            addr: addr(i).ip(),
+            port: addr(i).port(),
+            meta: Vec::new(),
+            incarnation: 1,
+            state: NodeState::Alive,
+            vsn: Some(VERSIONS),
+        })
+        .collect();
+    let _ = m.merge_remote_state(Timestamp(0), states);
+    m
+}
+
+fn ms(t: u64) -> Timestamp {
+    Timestamp(t * 1_000_000)
+}
+
+/// Ticks `m` at each wake-up it asks for until `end`; what came out, with when.
+fn drive(m: &mut Membership, from: Timestamp, end: Timestamp) -> Vec<(Timestamp, Output)> {
+    let mut got = Vec::new();
+    let mut now = from;
+    loop {
+        let wake = m.next_wake().max(now);
+        if wake > end {
+            return got;
+        }
+        now = wake;
+        got.extend(m.tick(now).into_iter().map(|o| (now, o)));
+    }
+}
+
+/// The direct pings in `outputs`: when, and their sequence numbers.
+fn pings(outputs: &[(Timestamp, Output)]) -> Vec<(Timestamp, u32)> {
+    outputs
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Output::Send { messages, .. } => match messages.first() {
+                Some(Message::Ping(p)) => Some((*t, p.seq_no)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn indirect_pings(outputs: &[(Timestamp, Output)]) -> Vec<Timestamp> {
+    outputs
+        .iter()
+        .filter(|(_, o)| {
+            matches!(o, Output::Send { messages, .. }
+                if matches!(messages.first(), Some(Message::IndirectPing(_))))
+        })
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+/// Raises the local-health score to `score` the way it happens: accusations to refute.
+fn accuse(m: &mut Membership, score: u32) {
+    for _ in 0..score {
+        let accusation = Suspect {
+            incarnation: m.incarnation(),
+            node: "node0".into(),
+            from: "node1".into(),
+        };
+        let _ = m.handle(Timestamp(0), addr(1), Message::Suspect(accusation));
+    }
+    assert_eq!(m.awareness(), score);
+}
+
+#[test]
+fn local_health_stretches_only_a_failing_probes_wait_as_memberlist_does() {
+    // memberlist's probeNode: the ticker keeps its interval and the direct timeout is never
+    // scaled; only the deadline of a probe nobody answers is (`ScaleTimeout(ProbeInterval)`),
+    // and the next probe waits for it.
+    let mut m = lone(4, 3);
+    accuse(&mut m, 2);
+    let out = drive(&mut m, Timestamp(0), ms(2_000));
+    let (t0, seq) = pings(&out)[0];
+    // Answered at once: one step healthier, and the next probe one base interval later.
+    let _ = m.handle(
+        t0,
+        addr(1),
+        Message::Ack(Ack {
+            seq_no: seq,
+            payload: Vec::new(),
+        }),
+    );
+    assert_eq!(m.awareness(), 1);
+    let out = drive(&mut m, t0, add(t0, Duration::from_millis(1_100)));
+    let (t1, _) = pings(&out)[0];
+    assert_eq!(t1, add(t0, Duration::from_secs(1)), "the base interval");
+
+    // Not answered: indirect probes after the base 500 ms, suspicion only after the stretched
+    // interval (2 × 1 s at awareness 1), and no other probe before that.
+    let out = drive(&mut m, t1, add(t1, Duration::from_millis(2_500)));
+    assert_eq!(
+        indirect_pings(&out).first(),
+        Some(&add(t1, Duration::from_millis(500)))
+    );
+    let suspected: Vec<Timestamp> = out
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Event(Event::Suspected(_))))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(suspected, vec![add(t1, Duration::from_secs(2))]);
+    let next: Vec<Timestamp> = pings(&out).iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        next,
+        vec![add(t1, Duration::from_secs(2))],
+        "the next probe is held back until the failing one concludes, then starts at once"
+    );
+}
+
+#[test]
+fn nodes_started_together_probe_at_spread_phases() {
+    // memberlist staggers its probe ticker by a random fraction of the interval: nodes that
+    // start in the same instant do not all probe in the same millisecond.
+    let firsts: Vec<Timestamp> = (1..=8)
+        .map(|seed| {
+            let mut m = lone(3, seed);
+            let out = drive(&mut m, Timestamp(0), ms(2_000));
+            pings(&out)[0].0
+        })
+        .collect();
+    assert!(firsts.iter().all(|t| *t < ms(1_000)), "{firsts:?}");
+    let (min, max) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+    assert!(max.0 - min.0 > 300_000_000, "{firsts:?}");
+}

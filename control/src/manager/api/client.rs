@@ -22,7 +22,7 @@ pub struct ApiClient {
 }
 
 /// What a request is written to and read from: a TCP stream, or TLS over one.
-trait Wire: Read + Write {}
+pub(crate) trait Wire: Read + Write {}
 impl<T: Read + Write> Wire for T {}
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,7 @@ impl ApiClient {
         stream
             .set_read_timeout(Some(self.timeout))
             .map_err(unreachable)?;
-        let mut stream: Box<dyn Wire> = match &self.tls {
+        let stream: Box<dyn Wire> = match &self.tls {
             None => Box::new(stream),
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from(MANAGER_SERVER_NAME)
@@ -128,18 +128,15 @@ impl ApiClient {
                 Box::new(rustls::StreamOwned::new(connection, stream))
             }
         };
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body))
-            .map_err(unreachable)?;
-        let mut reader = BufReader::new(stream);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).map_err(unreachable)?;
+        let (status_line, body) = exchange(
+            stream,
+            &self.addr.to_string(),
+            method,
+            path,
+            content_type,
+            body,
+        )
+        .map_err(unreachable)?;
         let status: u16 = status_line
             .split_whitespace()
             .nth(1)
@@ -155,30 +152,6 @@ impl ApiClient {
                     self.garbled(format!("status line {status_line:?}"))
                 }
             })?;
-        let mut length = None;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).map_err(unreachable)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse::<usize>().ok();
-            }
-        }
-        let mut body = Vec::new();
-        match length {
-            Some(n) => {
-                body.resize(n, 0);
-                reader.read_exact(&mut body).map_err(unreachable)?;
-            }
-            None => {
-                reader.read_to_end(&mut body).map_err(unreachable)?;
-            }
-        }
         if status >= 400 {
             let message = serde_json::from_slice::<ApiError>(&body)
                 .map(|e| e.error)
@@ -187,4 +160,54 @@ impl ApiClient {
         }
         serde_json::from_slice(&body).map_err(|e| self.garbled(e.to_string()))
     }
+}
+
+/// One HTTP/1.1 request on an open stream (`Connection: close`): the response's status line
+/// and body (by Content-Length, or to the end). Shared by the manager's client and the
+/// agent's local one.
+pub(crate) fn exchange(
+    mut stream: Box<dyn Wire + '_>,
+    host: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<(String, Vec<u8>)> {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    let mut response = Vec::new();
+    match length {
+        // Bounded: a response is read whole, and none of ours is near this.
+        Some(n) if n <= 64 << 20 => {
+            response.resize(n, 0);
+            reader.read_exact(&mut response)?;
+        }
+        _ => {
+            reader.take(64 << 20).read_to_end(&mut response)?;
+        }
+    }
+    Ok((status_line, response))
 }

@@ -21,6 +21,7 @@ pub mod join;
 pub mod listener;
 mod server;
 
+pub(crate) use client::exchange;
 pub use client::{ApiClient, ClientError};
 pub use listener::{Caller, Peer, PlainListener, TlsListener};
 pub use server::{ApiError, ServeOptions, serve};

@@ -175,13 +175,23 @@ async fn command(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Json(command): Json<Command>,
 ) -> Response {
-    // A worker's agent reports on its own tasks and keys; everything else is a manager's.
+    // A worker's agent reports on its own tasks and keys, and attaches and detaches the
+    // standalone containers of its own node; everything else is a manager's.
     if let Caller::Member(who) = &peer.caller
         && who.role == Role::Worker
-        && !matches!(
-            command,
-            Command::TaskStatus { .. } | Command::KeyAck { .. } | Command::GossipKeyAck { .. }
-        )
+        && !match &command {
+            Command::TaskStatus { .. } | Command::KeyAck { .. } | Command::GossipKeyAck { .. } => {
+                true
+            }
+            Command::AttachContainer { node, .. } => *node == who.node_id,
+            Command::DetachContainer { container } => shared
+                .lock()
+                .state()
+                .containers
+                .get(container)
+                .is_some_and(|c| c.node == who.node_id),
+            _ => false,
+        }
     {
         return refusal(
             StatusCode::FORBIDDEN,
@@ -263,8 +273,13 @@ async fn view(
         );
     }
     let mut revisions = shared.revision.subscribe();
-    // Wait (bounded) until the state has moved past what the agent already has.
-    let _ = tokio::time::timeout(LONG_POLL, revisions.wait_for(|r| *r > after.after)).await;
+    shared.heard_from(&node);
+    // Wait (bounded) until the state has moved past what the agent already has. A node is
+    // heard from when it asks and when it is answered, so the wait must stay well within
+    // the time after which a silent node is down (a short --node-down-after would otherwise
+    // mark every idle node down).
+    let wait = LONG_POLL.min(shared.options.node_down_after / 3);
+    let _ = tokio::time::timeout(wait, revisions.wait_for(|r| *r > after.after)).await;
     shared.heard_from(&node);
     let manager = shared.lock();
     let state = manager.state();
