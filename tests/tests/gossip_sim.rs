@@ -305,13 +305,17 @@ fn partition_and_heal<const N: usize>(seed: u64) -> Healed {
     );
 
     sim.partition(&[a.clone(), b.clone()]);
-    let split = sim.run_until_true(Duration::from_secs(300), Duration::from_secs(1), |s| {
+    // With half the cluster unreachable, every node's probes fail half the time: Lifeguard's
+    // local health stretches them (up to 9×), so each side takes minutes to declare all of the
+    // other dead (243 s with the default seed at 1,000 nodes). Cheap in wall time: nothing
+    // crosses.
+    let split = sim.run_until_true(Duration::from_secs(600), Duration::from_secs(1), |s| {
         all_dead(s, &a, &b) && all_dead(s, &b, &a)
     });
     ensure!(
         seed,
         split.is_some(),
-        "within 300 s of the partition the sides did not declare each other failed"
+        "within 600 s of the partition the sides did not declare each other failed"
     );
 
     // During: writes, overwrites and deletes on both sides.
@@ -397,17 +401,17 @@ fn partition_and_heal<const N: usize>(seed: u64) -> Healed {
     }
 }
 
-/// Issue 3, acceptance 3: a partition of 200 nodes and its heal (see [`partition_and_heal`]);
-/// 200, not 1,000: at 1,000 the heal's push/pull storm takes over ten minutes of wall time
-/// on this 2-core machine, beyond CI's budget (`partition_and_heal::<1000>` runs it).
-/// stricter than the acceptance, no deleted key is shown anywhere even for a moment.
+/// Issue 3, acceptance 3: a partition of 1,000 nodes and its heal (see
+/// [`partition_and_heal`]); about 5 minutes of wall time here (one core), most of it the
+/// cluster's start and the heal's push/pulls. Stricter than the acceptance, no deleted key
+/// is shown anywhere even for a moment.
 #[test]
 fn a_partition_heals_into_one_cluster_with_every_write_and_every_delete() {
     let seed = seed_from_env();
     let started = wall();
-    let healed = partition_and_heal::<200>(seed);
+    let healed = partition_and_heal::<1000>(seed);
     println!(
-        "partition of 200: sides declared each other failed in {:.0} s; membership rejoined \
+        "partition of 1000: sides declared each other failed in {:.0} s; membership rejoined \
          {:.0} s after the heal, tables merged {:.1} s later; {} momentary puts of deleted \
          keys; {:.1} s wall",
         healed.split.as_secs_f64(),

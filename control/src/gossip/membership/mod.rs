@@ -36,7 +36,7 @@ use std::time::Duration;
 
 pub use broadcast::About;
 use broadcast::Broadcasts;
-use suspicion::Suspicion;
+use suspicion::{Suspicion, Suspicions};
 
 use super::wire::{
     Ack, Alive, Dead, IndirectPing, Message, Nack, NodeState, Ping, PushNodeState, Suspect,
@@ -180,7 +180,7 @@ pub struct Membership {
     seq: u32,
     probes: BTreeMap<u32, Probe>,
     relays: BTreeMap<u32, Relay>,
-    suspicions: BTreeMap<String, Suspicion>,
+    suspicions: Suspicions,
     broadcasts: Broadcasts,
     awareness: u32,
     rng: u64,
@@ -252,7 +252,7 @@ impl Membership {
             seq: 0,
             probes: BTreeMap::new(),
             relays: BTreeMap::new(),
-            suspicions: BTreeMap::new(),
+            suspicions: Suspicions::default(),
             broadcasts: Broadcasts::default(),
             awareness: 0,
             rng: seed | 1,
@@ -500,7 +500,7 @@ impl Membership {
             }
         });
         let relays = self.relays.values().map(|r| r.deadline);
-        let suspicions = self.suspicions.values().map(Suspicion::deadline);
+        let suspicions = self.suspicions.next_deadline();
         let gossip = (!self.broadcasts.is_empty()).then_some(self.next_gossip);
         // While a probe runs, its own deadlines (above) are the probe's wake-ups.
         let probe = self.probes.is_empty().then_some(self.next_probe);
@@ -748,14 +748,7 @@ impl Membership {
     }
 
     fn expire_suspicions(&mut self, now: Timestamp, out: &mut Vec<Output>) {
-        let expired: Vec<String> = self
-            .suspicions
-            .iter()
-            .filter(|(_, s)| s.expired(now))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in expired {
-            self.suspicions.remove(&name);
+        for name in self.suspicions.take_expired(now) {
             if let Some(m) = self.members.get(&name).cloned()
                 && m.state == NodeState::Suspect
             {
@@ -935,9 +928,7 @@ impl Membership {
                 // failed probe of a member someone else suspected first is one too
                 // (memberlist's `suspectNode`); the suspicion's set keeps anyone, us
                 // included, from counting twice.
-                if let Some(suspicion) = self.suspicions.get_mut(&s.node)
-                    && suspicion.confirm(&s.from)
-                {
+                if self.suspicions.confirm(&s.node, &s.from) {
                     self.broadcasts
                         .queue(About::Node(s.node.clone()), Message::Suspect(s));
                 }

@@ -1,12 +1,13 @@
 //! Lifeguard's suspicion timer (memberlist `suspicion.go`): it starts at `max` and shrinks
 //! toward `min` with each independent confirmation, `k` of which are expected.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use dataplane::types::Timestamp;
 
 use super::Config;
+use crate::gossip::deadlines::Deadlines;
 
 #[derive(Debug, Clone)]
 pub struct Suspicion {
@@ -66,9 +67,52 @@ impl Suspicion {
     pub fn deadline(&self) -> Timestamp {
         super::add(self.start, self.timeout())
     }
+}
 
-    pub fn expired(&self, now: Timestamp) -> bool {
-        now.saturating_sub_nanos(self.start)
-            >= u64::try_from(self.timeout().as_nanos()).unwrap_or(u64::MAX)
+/// The running suspicions by member, with their deadlines in time order.
+#[derive(Debug, Default)]
+pub struct Suspicions {
+    by_node: BTreeMap<String, Suspicion>,
+    deadlines: Deadlines,
+}
+
+impl Suspicions {
+    /// Starts (or restarts) the suspicion of `node`.
+    pub fn insert(&mut self, node: String, suspicion: Suspicion) {
+        self.deadlines.insert(node.clone(), suspicion.deadline());
+        self.by_node.insert(node, suspicion);
+    }
+
+    /// Ends the suspicion of `node`, if any.
+    pub fn remove(&mut self, node: &str) {
+        self.by_node.remove(node);
+        self.deadlines.remove(node);
+    }
+
+    /// A confirmation of `node`'s suspicion from `from`: true if it was new (its deadline
+    /// then comes sooner). False if there is no such suspicion.
+    pub fn confirm(&mut self, node: &str, from: &str) -> bool {
+        let Some(s) = self.by_node.get_mut(node) else {
+            return false;
+        };
+        if !s.confirm(from) {
+            return false;
+        }
+        self.deadlines.insert(node.to_owned(), s.deadline());
+        true
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.next()
+    }
+
+    /// The members whose suspicion expired by `now`, their suspicions ended.
+    pub fn take_expired(&mut self, now: Timestamp) -> Vec<String> {
+        let expired = self.deadlines.take_overdue(now);
+        for node in &expired {
+            self.by_node.remove(node);
+        }
+        expired
     }
 }

@@ -270,6 +270,33 @@ fn suspicion_timeouts_shrink_with_confirmations() {
     assert_eq!(third, Duration::from_secs(8));
 }
 
+#[test]
+fn suspicions_expire_by_their_current_deadline() {
+    let config = Config::default();
+    let at = |secs: u64| Timestamp(secs * 1_000_000_000);
+    let mut all = suspicion::Suspicions::default();
+    // Started at 0 s and 10 s, 48 s each at first.
+    all.insert(
+        "x".into(),
+        suspicion::Suspicion::new(&config, 100, at(0), "a"),
+    );
+    all.insert(
+        "y".into(),
+        suspicion::Suspicion::new(&config, 100, at(10), "a"),
+    );
+    assert_eq!(all.next_deadline(), Some(at(48)));
+    // Two confirmations bring y's to its floor, 8 s after its start: it is now the first.
+    assert!(all.confirm("y", "b") && all.confirm("y", "c"));
+    assert!(!all.confirm("y", "c"), "counted once");
+    assert!(!all.confirm("z", "b"), "no such suspicion");
+    assert_eq!(all.next_deadline(), Some(at(18)));
+    assert_eq!(all.take_expired(at(17)), Vec::<String>::new());
+    assert_eq!(all.take_expired(at(18)), vec!["y".to_owned()]);
+    all.remove("x");
+    assert_eq!(all.next_deadline(), None);
+    assert!(all.take_expired(at(1000)).is_empty());
+}
+
 /// A node that knows `others` members alive (merged as from a push/pull), at time 0.
 fn lone(others: usize, seed: u64) -> Membership {
     let mut m = Membership::new(Config::default(), "node0", addr(0), Vec::new(), seed);

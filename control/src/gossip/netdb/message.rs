@@ -28,8 +28,8 @@ pub enum NetMessage {
         network: String,
         entries: Vec<WireEntry>,
     },
-    /// Everything this node holds of `networks` and every attachment it knows, over a
-    /// stream; `reply`: answer with the same of ours.
+    /// Everything this node holds of `networks` and its own attachments, over a stream;
+    /// `reply`: answer with the same of ours.
     BulkSync {
         /// The sender's node name.
         from: String,

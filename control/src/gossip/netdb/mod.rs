@@ -11,7 +11,7 @@
 //! - anti-entropy: every `bulk_sync_interval` a bulk sync (everything held of a network, over
 //!   a stream, answered with the peer's) with one random peer per network; on network join
 //!   with a few random peers (Docker syncs with all of them: a few suffice, each holds the
-//!   whole network); with a failed node that comes back;
+//!   whole network); with a failed node that comes back, if it owns entries hidden here;
 //! - a failed node's entries are hidden, shown again if it recovers, reaped after `grace`;
 //! - partitions: membership reconnects to failed members, and every `rejoin_interval` the
 //!   bootstrap peers are joined again if none of them is a live member.
@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::deadlines::Deadlines;
 use super::membership::{self, Membership, retransmit_limit};
 use super::tables::{self, Attachment, Key, Tables};
 use super::wire::{Message, PushNodeState};
@@ -133,7 +134,7 @@ pub struct NetDb {
     /// When each failed or departed node went.
     failed_since: BTreeMap<String, Timestamp>,
     /// Recovered nodes whose entries wait for their bulk sync answer, until when.
-    restoring: BTreeMap<String, Timestamp>,
+    restoring: Deadlines,
     refused: BTreeMap<Refused, u64>,
     rng: u64,
     next_gossip: Timestamp,
@@ -157,7 +158,7 @@ impl NetDb {
             queues: BTreeMap::new(),
             bootstrap: Vec::new(),
             failed_since: BTreeMap::new(),
-            restoring: BTreeMap::new(),
+            restoring: Deadlines::default(),
             refused: BTreeMap::new(),
             rng: (seed ^ 0x9e37_79b9_7f4a_7c15) | 1,
             next_gossip: Timestamp(0),
@@ -316,14 +317,7 @@ impl NetDb {
             self.next_bulk_sync = membership::add(now, self.config.bulk_sync_interval);
             self.bulk_sync_round(&mut out);
         }
-        let overdue: Vec<String> = self
-            .restoring
-            .iter()
-            .filter(|(_, until)| now >= **until)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in overdue {
-            self.restoring.remove(&node);
+        for node in self.restoring.take_overdue(now) {
             self.restore(&node, &mut out);
         }
         if now >= self.next_reap {
@@ -354,11 +348,7 @@ impl NetDb {
         [
             self.membership.next_wake(),
             self.next_bulk_sync,
-            self.restoring
-                .values()
-                .copied()
-                .min()
-                .unwrap_or(self.next_reap),
+            self.restoring.next().unwrap_or(self.next_reap),
             self.next_reap,
             self.next_rejoin,
         ]
@@ -436,7 +426,12 @@ impl NetDb {
             from: self.name().to_owned(),
             networks,
             entries,
-            attachments: self.tables.attachments(),
+            // Only ours: who else is attached travels in push/pulls (NetworkDB's node
+            // state). Every record known, in every bulk sync, made a healed partition's
+            // recoveries cost N² streams of N records each (a node bulk-syncs with each
+            // member that comes back); ours is what the peer needs to send us the network's
+            // changes, and what a network join announces.
+            attachments: self.tables.own_attachments(),
             reply,
         }
     }
@@ -537,7 +532,7 @@ impl NetDb {
                 }
                 // A recovered node's own state is in: its deletes while away are applied, so
                 // what is left of its hidden entries can show.
-                if self.restoring.remove(&from).is_some() {
+                if self.restoring.remove(&from) {
                     self.restore(&from, &mut out);
                 }
                 let ours: Vec<String> = networks
@@ -602,13 +597,21 @@ impl NetDb {
             }
             membership::Event::Recovered(node) => {
                 self.failed_since.remove(node);
-                // What changed while it was away, both ways. Its hidden entries stay hidden
-                // until its answer is applied (or `restore_timeout` passes): shown at once,
-                // an entry it deleted while away would come back until its tombstone arrived.
+                // What changed while it was away, both ways, if we hide entries of it: they
+                // stay hidden until its answer is applied (or `restore_timeout` passes):
+                // shown at once, an entry it deleted while away would come back until its
+                // tombstone arrived. Only then: after a healed partition every node sees
+                // half the cluster recover, and a sync with each was N² streams. The nodes
+                // that own entries are synced with by everyone, and each answer carries
+                // all its side holds; the rest comes with the periodic bulk syncs.
+                if !self.tables.hides_entries_of(node) {
+                    self.restore(node, out);
+                    return;
+                }
                 let common: Vec<String> = self
                     .tables
                     .networks()
-                    .filter(|n| self.tables.peers_of(n).iter().any(|p| p == node))
+                    .filter(|n| node != self.name() && self.tables.is_attached_node(n, node))
                     .map(str::to_owned)
                     .collect();
                 match self.membership.member(node) {

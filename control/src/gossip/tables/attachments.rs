@@ -88,7 +88,22 @@ impl Attachments {
             .flat_map(|n| n.iter().filter(|(_, r)| r.1).map(|(node, _)| node.as_str()))
     }
 
-    /// Every record (joins and leaves), for a push/pull or a bulk sync.
+    /// `node`'s records (joins and leaves) of every network.
+    pub fn of_node(&self, node: &str) -> Vec<Attachment> {
+        self.records
+            .iter()
+            .filter_map(|(network, nodes)| {
+                nodes.get(node).map(|(ltime, attached)| Attachment {
+                    node: node.to_owned(),
+                    network: network.clone(),
+                    ltime: *ltime,
+                    attached: *attached,
+                })
+            })
+            .collect()
+    }
+
+    /// Every record (joins and leaves), for a push/pull.
     pub fn all(&self) -> Vec<Attachment> {
         self.records
             .iter()

@@ -165,9 +165,14 @@ impl Tables {
             .apply(&self.me, |n| networks.contains(n), record)
     }
 
-    /// Every attachment record known, for a push/pull or a bulk sync.
+    /// Every attachment record known, for a push/pull.
     pub fn attachments(&self) -> Vec<Attachment> {
         self.attachments.all()
+    }
+
+    /// This node's own attachment records, for a bulk sync.
+    pub fn own_attachments(&self) -> Vec<Attachment> {
+        self.attachments.of_node(&self.me)
     }
 
     /// The nodes a network's changes go to (its members but us): only they store them.
@@ -177,6 +182,11 @@ impl Tables {
             .filter(|n| *n != self.me)
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Whether `node` is attached to `network` (a peer of it, if not us).
+    pub fn is_attached_node(&self, network: &str, node: &str) -> bool {
+        self.attachments.attached(network, node)
     }
 
     /// How many nodes (us included) are attached to `network`.
@@ -298,6 +308,11 @@ impl Tables {
             }
         }
         events
+    }
+
+    /// Whether entries of `node` are hidden here (it failed, and they wait for its return).
+    pub fn hides_entries_of(&self, node: &str) -> bool {
+        self.entries.values().any(|e| e.owner == node && e.hidden)
     }
 
     /// The node is back before its entries were reaped: they show again.
