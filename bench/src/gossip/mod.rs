@@ -22,7 +22,9 @@
 //! Environment: `SIZES` ("8 32"), `RUNS` (5), `SETTLE` (2 s before the RSS reading and before
 //! the kill, as the anchor), `CONVERGE_T` (60 s), `JOIN_T` (60 s), `FAIL_T` (90 s),
 //! `SHOAL_BUILD` (1: `cargo build --release -p control --bin shoal` first; 0: do not),
-//! `SHOAL_BIN` (the binary to measure; default next to this program), `GOSSIP_OUT`.
+//! `SHOAL_BIN` (the binary to measure; default next to this program), `GOSSIP_OUT`,
+//! `IMPLS` ("serf shoal": leave one out to measure the other alone, when looking into it;
+//! a report without the anchor has no ratios), `SIM` (0: no simulated curve).
 //!
 //! Modules: `netns` the run's namespace, `process` an agent process and its timed output,
 //! `serf` and `shoal` each implementation's command lines and log lines, `scenario` one run,
@@ -85,6 +87,8 @@ pub(crate) struct Config {
     out_dir: PathBuf,
     /// `SIM=0`: leave out the simulated curve (it takes about a minute).
     skip_simulated: bool,
+    /// `IMPLS`: the implementations measured (both by default).
+    impls: Vec<Impl>,
 }
 
 impl Config {
@@ -115,8 +119,31 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results")),
             skip_simulated: num("SIM", 1)? == 0,
+            impls: impls_from_env()?,
         })
     }
+}
+
+/// `IMPLS`, e.g. "shoal": the implementations to measure, all of them when unset.
+fn impls_from_env() -> Result<Vec<Impl>, String> {
+    let Ok(v) = std::env::var("IMPLS") else {
+        return Ok(Impl::ALL.to_vec());
+    };
+    let words: Vec<&str> = v.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    if let Some(bad) = words
+        .iter()
+        .find(|w| !Impl::ALL.iter().any(|i| i.key() == **w))
+    {
+        return Err(format!("IMPLS={v:?}: {bad:?} is neither serf nor shoal"));
+    }
+    let chosen: Vec<Impl> = Impl::ALL
+        .into_iter()
+        .filter(|i| words.contains(&i.key()))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("IMPLS={v:?} names no implementation (serf, shoal)"));
+    }
+    Ok(chosen)
 }
 
 /// Runs the whole benchmark and writes its results. Call it first in `main`, before any other
@@ -154,6 +181,9 @@ pub fn run() -> Result<(), String> {
     for &n in &cfg.sizes {
         for run in 1..=cfg.runs {
             for imp in Impl::ALL {
+                if !cfg.impls.contains(&imp) {
+                    continue;
+                }
                 let bin = match (imp, &shoal) {
                     (Impl::Shoal, Err(_)) => continue,
                     (Impl::Shoal, Ok(s)) => Some(s),

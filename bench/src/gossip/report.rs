@@ -390,6 +390,7 @@ impl Report<'_> {
              sudo target/release/gossip                    # SIZES=\"8 32\" RUNS=5, builds shoal first\n\
              sudo RUNS=1 SIZES=8 target/release/gossip     # a quick check\n\
              sudo SHOAL_BUILD=0 target/release/gossip      # measure target/release/shoal as it is\n\
+             sudo IMPLS=shoal SIM=0 target/release/gossip  # shoal alone, no simulated curve\n\
              ```\n\n",
             c.converge_t,
             c.settle.as_secs(),
@@ -517,8 +518,19 @@ impl Report<'_> {
          (the anchor had one 41.5 s join in 20 runs at N=32). Medians hide that; the [min..max] \
          and the per-run table show it. A few runs cannot tell a tail.\n\
          - Failure detection is dominated by the protocol's timers (Serf LAN: probe every 1 s, \
-         500 ms probe timeout, suspicion timeout 4 × max(1, log10 N) s at its floor), not by \
-         speed: equal timers should give equal times.\n\
+         500 ms probe timeout, suspicion timeout 4 × max(1, log10 N) s at its floor), and \
+         shoal keeps them all. It differs in two ways. (1) The SIGKILLed agent's host is alive, \
+         so a probe of it comes back as an ICMP port unreachable; shoal takes that as the \
+         direct probe's answer and asks the relays at once, its relays nack at once for the \
+         same reason, and the probe concludes when every relay has nacked: the first suspicion \
+         comes within milliseconds of the first probe of the victim instead of a probe \
+         interval later. A host that goes silent (power, cable) sends no ICMP, and there shoal \
+         waits the interval as memberlist does: this scenario measures a crashed process, \
+         not a lost host. (2) A member that hears of a new suspicion probes the suspect next \
+         (about 6 members do, whatever N), so the confirmations that bring the suspicion \
+         timeout to its floor arrive within a probe interval; memberlist waits for its rounds \
+         to reach the suspect, which makes its slow runs.\n\
+         - The rest is luck in both: which probe round reaches the victim first.\n\
          - Up to 33 agents share the machine's CPUs with this program and whatever else runs \
          (see the load above); a busy machine delays log lines and probes alike.\n\
          - RSS is VmRSS of each agent process after the cluster formed and settled; Serf is a \

@@ -6,6 +6,7 @@
 //!   (NetworkDB), sans-IO;
 //! - [`shell`]: the core on UDP and TCP with memberlist's wire format;
 //! - [`tables`]: network-scoped tables (NetworkDB's semantics), sans-IO;
+//! - [`unreachable`]: the ICMP errors the network returns for our datagrams (the shell's);
 //! - [`wire`]: the messages and their framing (msgpack, compound, CRC, LZW, AES-GCM keyring).
 
 pub mod deadlines;
@@ -13,4 +14,5 @@ pub mod membership;
 pub mod netdb;
 pub mod shell;
 pub mod tables;
+pub mod unreachable;
 pub mod wire;

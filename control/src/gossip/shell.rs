@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, oneshot};
 
@@ -210,6 +210,8 @@ impl GossipNode {
     pub fn start(config: GossipConfig) -> io::Result<GossipNode> {
         let udp = std::net::UdpSocket::bind(config.bind)?;
         udp.set_nonblocking(true)?;
+        // Best effort: without it, probes of a dead process wait out their timeouts.
+        let icmp = super::unreachable::enable(&udp).is_ok();
         let addr = udp.local_addr()?;
         let tcp = std::net::TcpListener::bind(addr)?;
         tcp.set_nonblocking(true)?;
@@ -244,7 +246,7 @@ impl GossipNode {
                         return;
                     };
                     tokio::select! {
-                        _ = run(worker, udp, tcp) => {}
+                        _ = run(worker, udp, tcp, icmp) => {}
                         _ = stopped => {}
                     }
                 });
@@ -394,9 +396,28 @@ impl Drop for GossipNode {
     }
 }
 
-async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener) {
+/// Error-queue entries read per wake-up at most, so a flood of them cannot starve the rest.
+const UNREACHABLE_BATCH: usize = 64;
+
+/// `icmp`: the socket queues ICMP errors (see [`super::unreachable`]).
+async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener, mut icmp: bool) {
     let mut buf = vec![0u8; 65_536];
     loop {
+        // Whatever woke us, first what the network said about the packets we sent (on
+        // loopback, the ICMP error for a packet is queued before its send returns).
+        if icmp {
+            let unreachable = super::unreachable::drain(&udp, UNREACHABLE_BATCH);
+            if !unreachable.is_empty() {
+                let now = inner.now();
+                let outputs: Vec<Output> = inner.run(|core| {
+                    unreachable
+                        .into_iter()
+                        .flat_map(|a| core.unreachable(now, a))
+                        .collect()
+                });
+                inner.deliver(&udp, outputs).await;
+            }
+        }
         let sleep = {
             let now = inner.now();
             let wake = inner.core().next_wake();
@@ -428,6 +449,12 @@ async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener) {
             _ = inner.wake.notified() => {
                 let outputs = std::mem::take(&mut *lock(&inner.pending));
                 inner.deliver(&udp, outputs).await;
+            }
+            ready = udp.ready(Interest::ERROR), if icmp => {
+                // The queue is read below, at the top of the loop; this only clears the
+                // runtime's error readiness, so that it does not fire again at once.
+                icmp &= ready.is_ok();
+                let _ = udp.try_io(Interest::ERROR, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
             }
             accepted = tcp.accept() => {
                 if let Ok((stream, _)) = accepted {

@@ -5,7 +5,17 @@
 //!
 //! - probing: one member per probe interval, in a shuffled round; no ack within the probe
 //!   timeout → `k` indirect probes through other members (with nacks); still nothing by the
-//!   end of the interval → suspect;
+//!   end of the interval → suspect. A probe of a suspected member carries the suspicion
+//!   (Lifeguard's buddy system, as memberlist), so a live one refutes at once;
+//! - beyond memberlist, two things make detection faster and steadier, without a message of
+//!   our own (a Serf peer sees nothing new): an ICMP port or host unreachable for a probe
+//!   ([`Membership::unreachable`]) starts the indirect probes at once, relays nack at once
+//!   for the same reason, and the probe concludes when every relay has nacked: a process that
+//!   died on a live host is suspected in milliseconds, not at the end of the interval. And a
+//!   member that hears of a new suspicion probes the suspect next, out of turn (about
+//!   `2·(k + 1)` members do, whatever the cluster's size), so the independent confirmations
+//!   that shorten the timeout come within a probe interval rather than when the rounds
+//!   happen to reach it;
 //! - suspicion (Lifeguard): the timeout starts at `max` and shrinks toward `min` as independent
 //!   members confirm it (`timeout(c) = max(min, max − (max − min)·log(c+1)/log(k+1))`); a member
 //!   refutes it by raising its incarnation;
@@ -18,7 +28,7 @@
 //!   members (and to members dead for less than `gossip_to_dead`), each item sent
 //!   `retransmit_mult · ⌈log10(n + 1)⌉` times, newer news about a node replacing older;
 //! - anti-entropy: a push/pull with one random member every `push_pull_interval` (scaled up
-//!   above 32 members as memberlist does), and, like NetworkDB's `reconnectNode`, one with a
+//!   above 32 members as memberlist does, from a random phase), and, like NetworkDB's `reconnectNode`, one with a
 //!   random failed member every `reconnect_interval`: that is how the two sides of a healed
 //!   partition find each other again.
 //!
@@ -155,8 +165,15 @@ struct Probe {
     direct_deadline: Timestamp,
     /// When the target is suspected if nothing answered.
     deadline: Timestamp,
+    /// The indirect probes went out (at the direct deadline, or at once if the target's
+    /// address was reported unreachable).
+    escalated: bool,
+    /// How many members were asked to probe indirectly (each answers with an ack or a nack).
     indirect_sent: usize,
     nacks: usize,
+    /// The network said the target's port or host is unreachable (an ICMP error for our
+    /// ping): no direct ack can come.
+    refused: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -165,6 +182,8 @@ struct Relay {
     origin_seq: u32,
     nack: bool,
     deadline: Timestamp,
+    /// Whom we ping for the origin.
+    target: SocketAddr,
 }
 
 #[derive(Debug)]
@@ -174,6 +193,9 @@ pub struct Membership {
     members: BTreeMap<String, Member>,
     order: Vec<String>,
     next_in_order: usize,
+    /// A member to probe out of turn, at the next tick: one just suspected by someone else
+    /// (see [`Membership::on_suspect`]).
+    expedite: Option<String>,
     /// The next tick of the probe ticker: a fixed interval from a random phase (memberlist's
     /// `triggerFunc` stagger), so nodes started together do not probe in step.
     next_probe: Timestamp,
@@ -248,6 +270,7 @@ impl Membership {
             members: BTreeMap::new(),
             order: Vec::new(),
             next_in_order: 0,
+            expedite: None,
             next_probe: Timestamp(0),
             seq: 0,
             probes: BTreeMap::new(),
@@ -265,6 +288,10 @@ impl Membership {
         };
         let interval = u64::try_from(config.probe_interval.as_nanos()).unwrap_or(u64::MAX);
         m.next_probe = Timestamp(m.next_random() % interval.max(1));
+        // memberlist's `pushPullTrigger` stagger: nodes started together would otherwise all
+        // sync at once, and a join missed by gossip would wait a whole interval for repair.
+        let interval = u64::try_from(config.push_pull_interval.as_nanos()).unwrap_or(u64::MAX);
+        m.next_push_pull = Timestamp(m.next_random() % interval.max(1));
         m.broadcast_alive_self();
         m
     }
@@ -438,15 +465,20 @@ impl Membership {
 
     /// A packet to `to`: `first`, then as much queued news as fits.
     fn send(&mut self, to: SocketAddr, first: Message, out: &mut Vec<Output>) {
-        let mut messages = vec![first];
+        self.send_all(to, vec![first], out);
+    }
+
+    /// A packet to `to`: `messages`, then as much queued news as fits.
+    fn send_all(&mut self, to: SocketAddr, mut messages: Vec<Message>, out: &mut Vec<Output>) {
         // Most packets have no news to carry: then the limit (a count of all members) and
         // the packet budget are not worked out.
         if !self.broadcasts.is_empty() {
             let limit = self.retransmit_limit();
+            let used: usize = messages.iter().map(|m| encode(m).len() + 2).sum();
             let budget = self
                 .config
                 .packet_size
-                .saturating_sub(encode(&messages[0]).len() + COMPOUND_OVERHEAD);
+                .saturating_sub(used + COMPOUND_OVERHEAD);
             messages.extend(self.broadcasts.take(self.config.piggyback, budget, limit));
         }
         out.push(Output::Send { to, messages });
@@ -493,7 +525,7 @@ impl Membership {
     /// simulator) may sleep until then unless a message comes in.
     pub fn next_wake(&self) -> Timestamp {
         let probes = self.probes.values().map(|p| {
-            if p.indirect_sent == 0 {
+            if !p.escalated {
                 p.direct_deadline
             } else {
                 p.deadline
@@ -624,22 +656,39 @@ impl Membership {
             // stretched time instead.
             direct_deadline: add(now, self.config.probe_timeout),
             deadline: add(now, self.scaled(self.config.probe_interval)),
+            escalated: false,
             indirect_sent: 0,
             nacks: 0,
+            refused: false,
         };
         self.probes.insert(seq, probe);
-        let ping = Ping {
+        let ping = Message::Ping(Ping {
             seq_no: seq,
             node: target,
             source_addr: Some(self.me.addr.ip()),
             source_port: self.me.addr.port(),
             source_node: self.me.name.clone(),
-        };
-        self.send(member.addr, Message::Ping(ping), out);
+        });
+        // Lifeguard's buddy system (memberlist does it too): a suspected member hears of its
+        // suspicion with the probe, so it can refute at once if it is alive.
+        let mut messages = vec![ping];
+        if member.state == NodeState::Suspect {
+            messages.push(Message::Suspect(Suspect {
+                incarnation: member.incarnation,
+                node: member.name.clone(),
+                from: self.me.name.clone(),
+            }));
+        }
+        self.send_all(member.addr, messages, out);
     }
 
     /// The next member of the round (alive or suspected), reshuffling at the end of a round.
     fn next_target(&mut self) -> Option<String> {
+        if let Some(name) = self.expedite.take()
+            && self.is_live(&name)
+        {
+            return Some(name);
+        }
         for _ in 0..2 {
             while self.next_in_order < self.order.len() {
                 let name = self.order[self.next_in_order].clone();
@@ -669,7 +718,10 @@ impl Membership {
             let Some(probe) = self.probes.get(&seq).cloned() else {
                 continue;
             };
-            if now >= probe.deadline {
+            // Refused (no direct ack can come) and every relay said it heard nothing: no ack
+            // can come at all, so waiting out the interval would only delay the suspicion.
+            let hopeless = probe.refused && probe.escalated && probe.nacks >= probe.indirect_sent;
+            if now >= probe.deadline || hopeless {
                 self.probes.remove(&seq);
                 // Missed: this node may be the slow one. Nacks say the relays heard nothing
                 // either, which points at the target rather than at us.
@@ -685,7 +737,7 @@ impl Membership {
                     };
                     self.on_suspect(now, suspect, out);
                 }
-            } else if now >= probe.direct_deadline && probe.indirect_sent == 0 {
+            } else if now >= probe.direct_deadline && !probe.escalated {
                 self.probe_indirectly(seq, &probe, out);
             }
         }
@@ -721,18 +773,25 @@ impl Membership {
             self.send(helper, Message::IndirectPing(request), out);
         }
         if let Some(p) = self.probes.get_mut(&seq) {
-            p.indirect_sent = helpers.len().max(1);
+            p.escalated = true;
+            p.indirect_sent = helpers.len();
         }
     }
 
     fn expire_relays(&mut self, now: Timestamp, out: &mut Vec<Output>) {
-        let done: Vec<u32> = self
+        self.end_relays(|r| now >= r.deadline, out);
+    }
+
+    /// Ends the relayed pings `done` says are over, with a nack to their origin when it
+    /// asked for one: nothing came back from the target.
+    fn end_relays(&mut self, done: impl Fn(&Relay) -> bool, out: &mut Vec<Output>) {
+        let over: Vec<u32> = self
             .relays
             .iter()
-            .filter(|(_, r)| now >= r.deadline)
+            .filter(|(_, r)| done(r))
             .map(|(s, _)| *s)
             .collect();
-        for seq in done {
+        for seq in over {
             if let Some(relay) = self.relays.remove(&seq)
                 && relay.nack
             {
@@ -806,6 +865,7 @@ impl Membership {
                         // the origin that the target, not itself, is at fault (memberlist's
                         // origin waits on past that, through its TCP fallback ping).
                         deadline: add(now, self.config.probe_timeout.mul_f64(0.8)),
+                        target: SocketAddr::new(req.target, req.port),
                     },
                 );
                 let ping = Ping {
@@ -838,6 +898,9 @@ impl Membership {
             Message::Nack(nack) => {
                 if let Some(p) = self.probes.get_mut(&nack.seq_no) {
                     p.nacks += 1;
+                    if p.refused {
+                        self.expire_probes(now, &mut out);
+                    }
                 }
             }
             Message::Alive(alive) => {
@@ -849,6 +912,36 @@ impl Membership {
             Message::User(payload) => out.push(Output::User { from, payload }),
             Message::Err(_) => {}
         }
+        out
+    }
+
+    /// The network reported `addr` unreachable: an ICMP port or host unreachable came back
+    /// for a packet sent there (the shell reads them from its socket's error queue). On its
+    /// own it proves nothing, so nobody is suspected for it; but a probe of that address need
+    /// not wait for a direct ack that cannot come: it asks for indirect probes at once, and
+    /// it concludes as soon as every relay has nacked. A ping relayed there is nacked at once.
+    /// So a member whose process died on a live host (a crash, a SIGKILL) is suspected about
+    /// a probe interval sooner than memberlist does; a host that went silent is not.
+    pub fn unreachable(&mut self, now: Timestamp, addr: SocketAddr) -> Vec<Output> {
+        let mut out = Vec::new();
+        let probing: Vec<(u32, Probe)> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| {
+                !p.refused && self.members.get(&p.target).is_some_and(|m| m.addr == addr)
+            })
+            .map(|(seq, p)| (*seq, p.clone()))
+            .collect();
+        for (seq, probe) in probing {
+            if let Some(p) = self.probes.get_mut(&seq) {
+                p.refused = true;
+            }
+            if !probe.escalated {
+                self.probe_indirectly(seq, &probe, &mut out);
+            }
+        }
+        self.end_relays(|r| r.target == addr, &mut out);
+        self.expire_probes(now, &mut out);
         out
     }
 
@@ -938,6 +1031,9 @@ impl Membership {
                 m.incarnation = s.incarnation;
                 let suspicion = Suspicion::new(&config, n, now, &s.from);
                 self.suspicions.insert(s.node.clone(), suspicion);
+                if s.from != self.me.name && self.should_expedite(n) {
+                    self.expedite = Some(s.node.clone());
+                }
                 out.push(Output::Event(Event::Suspected(s.node.clone())));
                 self.broadcasts
                     .queue(About::Node(s.node.clone()), Message::Suspect(s));
@@ -978,6 +1074,18 @@ impl Membership {
         }));
         self.broadcasts
             .queue(About::Node(d.node.clone()), Message::Dead(d));
+    }
+
+    /// Whether to probe a member someone else just suspected at our next probe, out of turn.
+    /// Lifeguard's timeout shrinks only with independent confirmations, and in a round robin
+    /// they come when the others' rounds happen to reach the suspect: in a small cluster that
+    /// can take most of the timeout, and then every member waits out the longer timeout.
+    /// About `2·(k + 1)` members answer the call, whatever the cluster's size (each with
+    /// probability `2·(k + 1) / (n − 2)`), so a large cluster does not flood the suspect.
+    fn should_expedite(&mut self, n: usize) -> bool {
+        let wanted = 2 * (u64::from(self.config.suspicion_mult.saturating_sub(2)) + 1);
+        let others = n.saturating_sub(2).max(1) as u64;
+        wanted >= others || self.next_random() % others < wanted
     }
 
     /// Someone thinks we are suspect or dead: outbid them with a higher incarnation.

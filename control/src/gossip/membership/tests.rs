@@ -14,6 +14,9 @@ const LATENCY_MS: u64 = 1;
 struct Sim {
     nodes: Vec<Membership>,
     up: Vec<bool>,
+    /// Of the nodes not up, those whose host answers with port unreachables (a process that
+    /// died on a live host): a packet to one is reported to its sender.
+    refuses: Vec<bool>,
     /// (deliver at, to, from, message)
     queue: VecDeque<(u64, usize, SocketAddr, Message)>,
     now_ms: u64,
@@ -42,6 +45,7 @@ impl Sim {
         let mut sim = Sim {
             nodes,
             up: vec![true; n],
+            refuses: vec![false; n],
             queue: VecDeque::new(),
             now_ms: 0,
             rng: seed | 1,
@@ -123,7 +127,14 @@ impl Sim {
                     break;
                 }
                 let from_index = (0..self.nodes.len()).find(|&i| addr(i) == from).unwrap();
-                if !self.up[to] || !self.up[from_index] {
+                if !self.up[from_index] {
+                    continue;
+                }
+                if !self.up[to] {
+                    if self.refuses[to] {
+                        let out = self.nodes[from_index].unreachable(now, addr(to));
+                        self.absorb(from_index, out);
+                    }
                     continue;
                 }
                 let out = self.nodes[to].handle(now, from, m);
@@ -170,24 +181,11 @@ fn twenty_nodes_converge_to_everyone_alive() {
 
 #[test]
 fn a_silent_node_is_suspected_then_declared_dead_by_everyone() {
-    let mut sim = Sim::new(12, 0.0, 11);
-    sim.run(3_000);
-    sim.up[5] = false;
-    // memberlist's LAN detection: a probe round (≤ n seconds) plus the suspicion timeout.
-    sim.run(40_000);
-    for a in (0..12).filter(|a| *a != 5) {
-        assert_eq!(sim.state_of(a, 5), NodeState::Dead, "node{a} about node5");
-    }
+    // memberlist's LAN detection: a probe round (≤ n seconds), then the probe's interval.
+    let after = first_suspicion_of_a_stopped_node(false);
     assert!(
-        sim.events
-            .iter()
-            .any(|(_, e)| *e == Event::Suspected("node5".into()))
-    );
-    // Nobody else was taken for dead.
-    assert!(
-        sim.events
-            .iter()
-            .all(|(_, e)| !matches!(e, Event::Failed(n) if n != "node5"))
+        after <= 12_000 + 1_000,
+        "first suspected {after} ms after it stopped"
     );
 }
 
@@ -209,6 +207,50 @@ fn at_one_percent_loss_no_healthy_node_is_declared_dead_for_ten_minutes() {
             assert_eq!(sim.state_of(a, b), NodeState::Alive);
         }
     }
+}
+
+/// How long after node5 of a 12-node cluster stops the first member suspects it; its host
+/// answers with port unreachables if `refuses`. Either way it ends dead everywhere, and
+/// nobody else does.
+fn first_suspicion_of_a_stopped_node(refuses: bool) -> u64 {
+    let mut sim = Sim::new(12, 0.0, 11);
+    sim.run(3_000);
+    sim.up[5] = false;
+    sim.refuses[5] = refuses;
+    let stopped = sim.now_ms;
+    let suspected = |sim: &Sim| {
+        sim.events
+            .iter()
+            .any(|(_, e)| *e == Event::Suspected("node5".into()))
+    };
+    while !suspected(&sim) {
+        assert!(sim.now_ms < stopped + 30_000, "node5 was never suspected");
+        sim.run(STEP_MS);
+    }
+    let after = sim.now_ms - stopped;
+    sim.run(40_000);
+    for a in (0..12).filter(|a| *a != 5) {
+        assert_eq!(sim.state_of(a, 5), NodeState::Dead, "node{a} about node5");
+    }
+    assert!(
+        sim.events
+            .iter()
+            .all(|(_, e)| !matches!(e, Event::Failed(n) if n != "node5")),
+        "nobody else was taken for dead"
+    );
+    after
+}
+
+#[test]
+fn a_dead_process_whose_port_refuses_is_suspected_a_probe_interval_sooner() {
+    // Same seed, same schedule until the first probe of node5: silent, that probe suspects at
+    // the end of its interval (1 s); refused, once every relay has nacked (a few steps).
+    let silent = first_suspicion_of_a_stopped_node(false);
+    let refused = first_suspicion_of_a_stopped_node(true);
+    assert!(
+        refused + 700 <= silent,
+        "refused: suspected at {refused} ms, silent: at {silent} ms"
+    );
 }
 
 #[test]
@@ -429,4 +471,179 @@ fn nodes_started_together_probe_at_spread_phases() {
     assert!(firsts.iter().all(|t| *t < ms(1_000)), "{firsts:?}");
     let (min, max) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
     assert!(max.0 - min.0 > 300_000_000, "{firsts:?}");
+}
+
+#[test]
+fn a_relay_nacks_at_once_when_its_target_is_unreachable() {
+    let mut relay = Membership::new(Config::default(), "relay", addr(1), Vec::new(), 3);
+    let (origin, target) = (addr(0), addr(2));
+    let request = IndirectPing {
+        seq_no: 77,
+        target: target.ip(),
+        port: target.port(),
+        node: "node2".into(),
+        nack: true,
+        source_addr: Some(origin.ip()),
+        source_port: origin.port(),
+        source_node: "node0".into(),
+    };
+    let out = relay.handle(Timestamp(0), origin, Message::IndirectPing(request));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Send { to, .. } if *to == target)),
+        "the relay pings the target: {out:?}"
+    );
+    // A port unreachable for another address changes nothing.
+    assert!(relay.unreachable(Timestamp(1), addr(3)).is_empty());
+    let out = relay.unreachable(Timestamp(1), target);
+    let nacked = out.iter().any(|o| {
+        matches!(o, Output::Send { to, messages } if *to == origin
+            && matches!(messages.first(), Some(Message::Nack(Nack { seq_no: 77 }))))
+    });
+    assert!(nacked, "a nack for the origin's sequence number: {out:?}");
+    // Once: the relay is done with it, and its timeout sends nothing more.
+    assert!(relay.unreachable(Timestamp(2), target).is_empty());
+    let later = relay.tick(Timestamp(1_000_000_000));
+    assert!(
+        !later
+            .iter()
+            .any(|o| matches!(o, Output::Send { messages, .. }
+            if messages.iter().any(|m| matches!(m, Message::Nack(_))))),
+        "{later:?}"
+    );
+}
+
+/// The first direct ping in `outputs`: when, to whom, its sequence number.
+fn first_ping(outputs: &[(Timestamp, Output)]) -> Option<(Timestamp, SocketAddr, u32)> {
+    outputs.iter().find_map(|(t, o)| match o {
+        Output::Send { to, messages } => match messages.first() {
+            Some(Message::Ping(p)) => Some((*t, *to, p.seq_no)),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Ticks `m` from `from` until it sends a probe (within 10 s): when, to whom, its sequence
+/// number, and everything that came out with it.
+fn next_probe(m: &mut Membership, from: Timestamp) -> (Timestamp, SocketAddr, u32, Vec<Output>) {
+    let mut now = from;
+    while now < add(from, Duration::from_secs(10)) {
+        now = m.next_wake().max(now);
+        let out: Vec<(Timestamp, Output)> = m.tick(now).into_iter().map(|o| (now, o)).collect();
+        if let Some((t, to, seq)) = first_ping(&out) {
+            return (t, to, seq, out.into_iter().map(|(_, o)| o).collect());
+        }
+    }
+    panic!("no probe in 10 s")
+}
+
+fn ack(seq_no: u32) -> Message {
+    Message::Ack(Ack {
+        seq_no,
+        payload: Vec::new(),
+    })
+}
+
+fn suspected(outputs: &[Output]) -> Vec<&str> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Suspected(n)) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_refused_probe_asks_relays_at_once_and_suspects_when_every_relay_nacked() {
+    let mut m = lone(4, 3);
+    let (t0, target, seq, _) = next_probe(&mut m, Timestamp(0));
+    let name = m.members().find(|x| x.addr == target).unwrap().name.clone();
+    // The port unreachable for the ping: the three other members are asked at once, not
+    // after the 500 ms direct timeout.
+    let out = m.unreachable(add(t0, Duration::from_millis(1)), target);
+    let relays: Vec<SocketAddr> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, messages }
+                if matches!(messages.first(), Some(Message::IndirectPing(_))) =>
+            {
+                Some(*to)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relays.len(), 3, "{out:?}");
+    assert!(!relays.contains(&target));
+    // A second report for the same probe asks nobody again.
+    assert!(
+        m.unreachable(add(t0, Duration::from_millis(1)), target)
+            .is_empty()
+    );
+    // Each relay's nack; the last one concludes the probe (no ack can come any more).
+    for (i, relay) in relays.iter().enumerate() {
+        let out = m.handle(
+            add(t0, Duration::from_millis(2)),
+            *relay,
+            Message::Nack(Nack { seq_no: seq }),
+        );
+        let expected: Vec<&str> = if i == 2 { vec![name.as_str()] } else { vec![] };
+        assert_eq!(suspected(&out), expected, "after nack {}", i + 1);
+    }
+    // Every relay answered: this node is not the slow one.
+    assert_eq!(m.awareness(), 0);
+}
+
+#[test]
+fn a_member_suspected_by_another_is_probed_next_and_told_of_it() {
+    // 8 members: few enough that every member answers the call (2·(k + 1) = 6 ≥ n − 2).
+    let mut m = lone(7, 5);
+    let (t0, first, seq, _) = next_probe(&mut m, Timestamp(0));
+    let _ = m.handle(t0, first, ack(seq));
+    let accused = m.members().find(|x| x.addr != first).unwrap().clone();
+    let accusation = Suspect {
+        incarnation: accused.incarnation,
+        node: accused.name.clone(),
+        from: "node1".into(),
+    };
+    let out = m.handle(t0, addr(1), Message::Suspect(accusation));
+    assert_eq!(suspected(&out), vec![accused.name.as_str()]);
+    // The next probe, one interval later, is of the accused, with the suspicion along
+    // (Lifeguard's buddy system), so that it can refute at once if it is alive.
+    let (t1, to, _, out) = next_probe(&mut m, t0);
+    assert_eq!((t1, to), (add(t0, Duration::from_secs(1)), accused.addr));
+    let told = out.iter().any(|o| {
+        matches!(o, Output::Send { to, messages } if *to == accused.addr
+            && messages.iter().any(|x| matches!(x, Message::Suspect(s) if s.node == accused.name)))
+    });
+    assert!(told, "{out:?}");
+}
+
+#[test]
+fn nodes_started_together_push_pull_at_spread_times() {
+    // memberlist's push/pull ticker starts after a random stagger within the interval.
+    // Every probe is answered, so the members stay alive to push/pull with.
+    let first_push_pull = |seed: u64| {
+        let mut m = lone(3, seed);
+        let mut now = Timestamp(0);
+        while now < ms(30_000) {
+            now = m.next_wake().max(now);
+            for o in m.tick(now) {
+                match o {
+                    Output::PushPull { join: false, .. } => return now,
+                    Output::Send { to, messages } => {
+                        if let Some(Message::Ping(p)) = messages.first() {
+                            let _ = m.handle(now, to, ack(p.seq_no));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        panic!("seed {seed}: no push/pull within the 30 s interval")
+    };
+    let firsts: Vec<Timestamp> = (1..=8).map(first_push_pull).collect();
+    let (min, max) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+    assert!(max.0 - min.0 > 5_000_000_000, "{firsts:?}");
 }

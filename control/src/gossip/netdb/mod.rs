@@ -470,6 +470,12 @@ impl NetDb {
         self.absorb(now, outputs)
     }
 
+    /// The network reported `addr` unreachable (see [`Membership::unreachable`]).
+    pub fn unreachable(&mut self, now: Timestamp, addr: SocketAddr) -> Vec<Output> {
+        let outputs = self.membership.unreachable(now, addr);
+        self.absorb(now, outputs)
+    }
+
     /// Our state for a push/pull: the member list and, as user state, the attachments (none
     /// while there are none: a Serf peer then merges an empty state, not a foreign one).
     pub fn push_pull_state(&self) -> (Vec<PushNodeState>, Vec<u8>) {
