@@ -399,8 +399,11 @@ impl Drop for GossipNode {
 /// Error-queue entries read per wake-up at most, so a flood of them cannot starve the rest.
 const UNREACHABLE_BATCH: usize = 64;
 
-/// `icmp`: the socket queues ICMP errors (see [`super::unreachable`]).
-async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener, mut icmp: bool) {
+/// `icmp`: the socket queues ICMP errors (see [`super::unreachable`]). They are charged to
+/// its receive buffer, so the queue is read at every turn whatever the runtime says.
+async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener, icmp: bool) {
+    // Whether to be woken by error readiness (a wake-up sooner; off if the runtime fails it).
+    let mut watch_errors = icmp;
     let mut buf = vec![0u8; 65_536];
     loop {
         // Whatever woke us, first what the network said about the packets we sent (on
@@ -450,10 +453,10 @@ async fn run(inner: Arc<Inner>, udp: UdpSocket, tcp: TcpListener, mut icmp: bool
                 let outputs = std::mem::take(&mut *lock(&inner.pending));
                 inner.deliver(&udp, outputs).await;
             }
-            ready = udp.ready(Interest::ERROR), if icmp => {
-                // The queue is read below, at the top of the loop; this only clears the
+            ready = udp.ready(Interest::ERROR), if watch_errors => {
+                // The queue is read at the top of the next turn; this only clears the
                 // runtime's error readiness, so that it does not fire again at once.
-                icmp &= ready.is_ok();
+                watch_errors = ready.is_ok();
                 let _ = udp.try_io(Interest::ERROR, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
             }
             accepted = tcp.accept() => {
