@@ -7,7 +7,7 @@
 //!   timeout → `k` indirect probes through other members (with nacks); still nothing by the
 //!   end of the interval → suspect. A probe of a suspected member carries the suspicion
 //!   (Lifeguard's buddy system, as memberlist), so a live one refutes at once;
-//! - beyond memberlist, two things make detection faster and steadier, without a message of
+//! - beyond memberlist, a few things make detection faster and steadier, without a message of
 //!   our own (a Serf peer sees nothing new): an ICMP port or host unreachable for a probe
 //!   ([`Membership::unreachable`]) starts the indirect probes at once, relays nack at once
 //!   for the same reason, and the probe concludes when every relay has nacked: a process that
@@ -15,7 +15,8 @@
 //!   member that hears of a new suspicion probes the suspect next, out of turn (about
 //!   `2·(k + 1)` members do, whatever the cluster's size), so the independent confirmations
 //!   that shorten the timeout come within a probe interval rather than when the rounds
-//!   happen to reach it;
+//!   happen to reach it. Likewise for joins: a push/pull that introduces members tells them
+//!   we are alive directly (up to 32), so a joining node is known to all at once;
 //! - suspicion (Lifeguard): the timeout starts at `max` and shrinks toward `min` as independent
 //!   members confirm it (`timeout(c) = max(min, max − (max − min)·log(c+1)/log(k+1))`); a member
 //!   refutes it by raising its incarnation;
@@ -222,6 +223,11 @@ pub struct Membership {
 /// A compound packet's header (type and count) before its parts.
 const COMPOUND_OVERHEAD: usize = 2;
 
+/// The most members a push/pull's newcomers are told of us directly
+/// ([`Membership::announce_to_learned`]): every one in a cluster of the benchmark's sizes,
+/// a bounded burst in a large one (gossip reaches the rest).
+const ANNOUNCE_MAX: usize = 32;
+
 /// `retransmit_mult · ⌈log10(n + 1)⌉` (memberlist's `retransmitLimit`), at least `mult`.
 pub fn retransmit_limit(mult: u32, n: usize) -> u32 {
     mult * ((n as f64 + 1.0).log10().ceil().max(1.0) as u32)
@@ -351,7 +357,8 @@ impl Membership {
     }
 
     /// Merges a push/pull's remote states: alive news treated as alive messages, dead and left
-    /// as dead ones, suspect as suspect (memberlist's `mergeState`).
+    /// as dead ones, suspect as suspect (memberlist's `mergeState`); then tells the members it
+    /// introduced that we are alive ([`Self::announce_to_learned`]).
     pub fn merge_remote_state(&mut self, now: Timestamp, nodes: Vec<PushNodeState>) -> Vec<Output> {
         let mut out = Vec::new();
         for n in nodes {
@@ -410,6 +417,7 @@ impl Membership {
                 }
             }
         }
+        self.announce_to_learned(&mut out);
         out
     }
 
@@ -438,17 +446,48 @@ impl Membership {
         self.awareness = u32::try_from(next).unwrap_or(0);
     }
 
-    fn broadcast_alive_self(&mut self) {
-        let alive = Alive {
+    /// What we say of ourselves.
+    fn alive_self(&self) -> Alive {
+        Alive {
             incarnation: self.me.incarnation,
             node: self.me.name.clone(),
             addr: self.me.addr.ip(),
             port: self.me.addr.port(),
             meta: self.me.meta.clone(),
             vsn: Some(self.config.versions),
-        };
+        }
+    }
+
+    fn broadcast_alive_self(&mut self) {
+        let alive = self.alive_self();
         self.broadcasts
             .queue(About::Node(self.me.name.clone()), Message::Alive(alive));
+    }
+
+    /// Tells members just learned of by a push/pull that we are alive, directly, up to
+    /// [`ANNOUNCE_MAX`] of them (a random choice if there are more). A node that joins learns
+    /// the whole cluster from one member, and the others hear of it by gossip: three random
+    /// members a round, so the last one a round or two later, or, when a wave misses it, at
+    /// its next push/pull, up to 30 s on. Beyond memberlist; one small packet each, only for
+    /// members new to us.
+    fn announce_to_learned(&mut self, out: &mut Vec<Output>) {
+        let mut learned: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(Event::Joined(name)) => self.members.get(name).map(|m| m.addr),
+                _ => None,
+            })
+            .collect();
+        let keep = learned.len().min(ANNOUNCE_MAX);
+        for i in 0..keep {
+            let j = i + (self.next_random() % (learned.len() - i) as u64) as usize;
+            learned.swap(i, j);
+        }
+        learned.truncate(keep);
+        for to in learned {
+            let alive = Message::Alive(self.alive_self());
+            self.send(to, alive, out);
+        }
     }
 
     /// Queues a user message of the layer above for gossip; a newer one with the same `key`

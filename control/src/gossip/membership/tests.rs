@@ -647,3 +647,46 @@ fn nodes_started_together_push_pull_at_spread_times() {
     let (min, max) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
     assert!(max.0 - min.0 > 5_000_000_000, "{firsts:?}");
 }
+
+#[test]
+fn a_push_pull_that_introduces_members_tells_them_directly_that_we_are_alive() {
+    let alive_to = |out: &[Output]| -> Vec<SocketAddr> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { to, messages }
+                    if matches!(messages.first(), Some(Message::Alive(a)) if a.node == "node0") =>
+                {
+                    Some(*to)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let states = |range: std::ops::RangeInclusive<usize>| -> Vec<PushNodeState> {
+        range
+            .map(|i| PushNodeState {
+                name: format!("node{i}"),
+                addr: addr(i).ip(),
+                port: addr(i).port(),
+                meta: Vec::new(),
+                incarnation: 1,
+                state: NodeState::Alive,
+                vsn: Some(VERSIONS),
+            })
+            .collect()
+    };
+    let mut m = Membership::new(Config::default(), "node0", addr(0), Vec::new(), 1);
+    // A join into 7 members: each of them hears from us at once.
+    let mut told = alive_to(&m.merge_remote_state(Timestamp(0), states(1..=7)));
+    told.sort();
+    assert_eq!(told, (1..=7).map(addr).collect::<Vec<_>>());
+    // The same members again: nobody new, nobody told.
+    assert!(alive_to(&m.merge_remote_state(ms(10), states(1..=7))).is_empty());
+    // 100 new ones: a bounded burst, to distinct members among them.
+    let mut told = alive_to(&m.merge_remote_state(ms(20), states(8..=107)));
+    assert_eq!(told.len(), ANNOUNCE_MAX);
+    told.sort();
+    told.dedup();
+    assert_eq!(told.len(), ANNOUNCE_MAX);
+    assert!(told.iter().all(|a| (8..=107).map(addr).any(|b| b == *a)));
+}
