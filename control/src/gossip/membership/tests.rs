@@ -342,7 +342,13 @@ fn suspicions_expire_by_their_current_deadline() {
 /// A node that knows `others` members alive (merged as from a push/pull), at time 0.
 fn lone(others: usize, seed: u64) -> Membership {
     let mut m = Membership::new(Config::default(), "node0", addr(0), Vec::new(), seed);
-    let states = (1..=others)
+    let _ = m.merge_remote_state(Timestamp(0), alive_states(1..=others));
+    m
+}
+
+/// Push/pull states of `node{i}` alive, for each `i`.
+fn alive_states(nodes: std::ops::RangeInclusive<usize>) -> Vec<PushNodeState> {
+    nodes
         .map(|i| PushNodeState {
             name: format!("node{i}"),
             addr: addr(i).ip(),
@@ -352,9 +358,7 @@ fn lone(others: usize, seed: u64) -> Membership {
             state: NodeState::Alive,
             vsn: Some(VERSIONS),
         })
-        .collect();
-    let _ = m.merge_remote_state(Timestamp(0), states);
-    m
+        .collect()
 }
 
 fn ms(t: u64) -> Timestamp {
@@ -662,28 +666,15 @@ fn a_push_pull_that_introduces_members_tells_them_directly_that_we_are_alive() {
             })
             .collect()
     };
-    let states = |range: std::ops::RangeInclusive<usize>| -> Vec<PushNodeState> {
-        range
-            .map(|i| PushNodeState {
-                name: format!("node{i}"),
-                addr: addr(i).ip(),
-                port: addr(i).port(),
-                meta: Vec::new(),
-                incarnation: 1,
-                state: NodeState::Alive,
-                vsn: Some(VERSIONS),
-            })
-            .collect()
-    };
     let mut m = Membership::new(Config::default(), "node0", addr(0), Vec::new(), 1);
     // A join into 7 members: each of them hears from us at once.
-    let mut told = alive_to(&m.merge_remote_state(Timestamp(0), states(1..=7)));
+    let mut told = alive_to(&m.merge_remote_state(Timestamp(0), alive_states(1..=7)));
     told.sort();
     assert_eq!(told, (1..=7).map(addr).collect::<Vec<_>>());
     // The same members again: nobody new, nobody told.
-    assert!(alive_to(&m.merge_remote_state(ms(10), states(1..=7))).is_empty());
+    assert!(alive_to(&m.merge_remote_state(ms(10), alive_states(1..=7))).is_empty());
     // 100 new ones: a bounded burst, to distinct members among them.
-    let mut told = alive_to(&m.merge_remote_state(ms(20), states(8..=107)));
+    let mut told = alive_to(&m.merge_remote_state(ms(20), alive_states(8..=107)));
     assert_eq!(told.len(), ANNOUNCE_MAX);
     told.sort();
     told.dedup();
