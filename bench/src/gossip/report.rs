@@ -516,7 +516,9 @@ impl Report<'_> {
          - Gossip is probabilistic: an agent that misses a gossip wave learns the news only at \
          the next push-pull (30 s in Serf's LAN profile), which shows up as a single slow run \
          (the anchor had one 41.5 s join in 20 runs at N=32). Medians hide that; the [min..max] \
-         and the per-run table show it. A few runs cannot tell a tail.\n\
+         and the per-run table show it. A few runs cannot tell a tail. shoal's joins do not \
+         wait on gossip alone: a push/pull that introduces members tells them directly that \
+         the node is alive (up to 32 of them).\n\
          - Failure detection is dominated by the protocol's timers (Serf LAN: probe every 1 s, \
          500 ms probe timeout, suspicion timeout 4 × max(1, log10 N) s at its floor), and \
          shoal keeps them all. It differs in two ways. (1) The SIGKILLed agent's host is alive, \
