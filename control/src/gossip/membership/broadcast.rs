@@ -28,7 +28,7 @@ pub struct Broadcasts {
 }
 
 /// What one item costs in a compound packet besides its bytes (its 2-byte length).
-const PART_OVERHEAD: usize = 2;
+pub(super) const PART_OVERHEAD: usize = 2;
 
 impl Broadcasts {
     pub fn queue(&mut self, about: About, message: Message) {

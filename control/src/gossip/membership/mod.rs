@@ -513,7 +513,10 @@ impl Membership {
         // the packet budget are not worked out.
         if !self.broadcasts.is_empty() {
             let limit = self.retransmit_limit();
-            let used: usize = messages.iter().map(|m| encode(m).len() + 2).sum();
+            let used: usize = messages
+                .iter()
+                .map(|m| encode(m).len() + broadcast::PART_OVERHEAD)
+                .sum();
             let budget = self
                 .config
                 .packet_size

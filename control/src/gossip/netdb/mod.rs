@@ -617,7 +617,7 @@ impl NetDb {
                 let common: Vec<String> = self
                     .tables
                     .networks()
-                    .filter(|n| node != self.name() && self.tables.is_attached_node(n, node))
+                    .filter(|n| self.tables.is_attached_node(n, node))
                     .map(str::to_owned)
                     .collect();
                 match self.membership.member(node) {
